@@ -1,0 +1,253 @@
+"""Function and Context: how an op records itself in the graph.
+
+A differentiable op is a subclass of `Function` with two static methods, exactly as in PyTorch:
+
+    class Exp(Function):
+        @staticmethod
+        def forward(ctx, x):              # x: Tensor; runs with grad mode off
+            y = x.exp()
+            ctx.save_for_backward(y)
+            return y
+        @staticmethod
+        def backward(ctx, g):             # g: Tensor, the gradient of the loss w.r.t. y
+            (y,) = ctx.saved_tensors
+            return g * y                  # one gradient per forward argument (None where there is none)
+
+    y = Exp.apply(x)
+
+`apply` runs forward and, when grad mode is on and an input requires grad, links the outputs to a node
+in the graph. The node is the `ctx` itself (as in PyTorch): it keeps what forward saved and the edges to
+the nodes that produced the inputs. minitensor's own ops (minitensor/ops/) are Functions too; their forward
+computes on the inputs' numpy arrays (`x._data`) and returns arrays, which `apply` wraps into Tensors.
+"""
+import traceback
+
+import numpy as np
+
+from . import anomaly, grad_mode
+
+
+class SavedTensorsFreedError(RuntimeError):
+    pass
+
+
+def _tensor_cls():
+    from ..tensor import Tensor
+
+    return Tensor
+
+
+class Context:
+    """A node of the graph and the `ctx` of one Function call.
+
+    fn                the Function class whose backward this node runs
+    next_functions    one edge per forward argument: (node, output_nr) of the input's producer, or None
+                      for arguments that are not tensors requiring grad
+    needs_input_grad  per forward argument: does it need a gradient?
+    """
+
+    __slots__ = (
+        "fn", "next_functions", "needs_input_grad", "input_meta", "num_outputs", "output_meta",
+        "_saved", "_saved_versions", "_freed", "_pre_hooks", "_retained", "_materialize_grads",
+        "_non_differentiable", "_trace", "__dict__", "__weakref__",
+    )
+
+    def __init__(self, fn, needs_input_grad):
+        self.fn = fn
+        self.needs_input_grad = needs_input_grad
+        self.next_functions = ()
+        self.input_meta = ()
+        self.num_outputs = 1
+        self.output_meta = None
+        self._saved = None
+        self._saved_versions = None
+        self._freed = False
+        self._pre_hooks = None
+        self._retained = None
+        self._materialize_grads = True
+        self._non_differentiable = None
+        self._trace = None
+
+    # --- what forward may call -------------------------------------------------------------
+    def save_for_backward(self, *tensors):
+        """Keep tensors for backward. Each is checked, when read back, against in-place changes."""
+        self._saved = tensors
+        self._saved_versions = tuple(None if t is None else t._vc[0] for t in tensors)
+
+    def mark_non_differentiable(self, *tensors):
+        self._non_differentiable = tuple(id(t) for t in tensors)
+
+    def set_materialize_grads(self, value):
+        """With True (the default), gradients of unused outputs reach backward as zeros, not None."""
+        self._materialize_grads = bool(value)
+
+    # --- what backward may call ------------------------------------------------------------
+    @property
+    def saved_tensors(self):
+        if self._freed:
+            raise RuntimeError(
+                f"{self.name()}: trying to backward through the graph a second time, or to read saved "
+                "tensors after they were freed. The graph is freed by backward() unless you pass "
+                "retain_graph=True."
+            )
+        if self._saved is None:
+            return ()
+        for i, (t, version) in enumerate(zip(self._saved, self._saved_versions)):
+            if t is not None and t._vc[0] != version:
+                raise RuntimeError(
+                    f"{self.name()}: one of the tensors needed for gradient computation has been modified "
+                    f"by an in-place operation: saved tensor {i} of shape {tuple(t.shape)} is at version "
+                    f"{t._vc[0]}; expected version {version}. Use an out-of-place op, or clone() it first."
+                )
+        return self._saved
+
+    # --- the engine's side -------------------------------------------------------------------
+    def name(self):
+        return self.fn.__name__ + "Backward"
+
+    def release(self):
+        """Free what forward saved (after a backward without retain_graph)."""
+        self._saved = None
+        self._freed = True
+
+    def register_prehook(self, output_nr, hook):
+        """A hook on the gradient of output `output_nr`, run before this node's backward."""
+        if self._pre_hooks is None:
+            self._pre_hooks = {}
+        self._pre_hooks.setdefault(output_nr, []).append(hook)
+        return RemovableHandle(self._pre_hooks[output_nr], hook)
+
+    def retain_grad_of(self, output_nr, tensor_ref):
+        """Store output `output_nr`'s gradient into the tensor behind weakref `tensor_ref` (after all hooks)."""
+        if self._retained is None:
+            self._retained = {}
+        self._retained[output_nr] = tensor_ref
+        if self._pre_hooks is None:
+            self._pre_hooks = {}
+
+    def __repr__(self):
+        return f"<{self.name()}>"
+
+
+class AccumulateGrad:
+    """The node at a leaf that requires grad: adds the incoming gradient into `leaf.grad`.
+
+    One per leaf, cached weakly on the tensor, so every use of the leaf in a graph points to the same
+    node and the engine sums their contributions before accumulating once.
+    """
+
+    __slots__ = ("variable", "next_functions", "_pre_hooks", "__weakref__")
+    num_outputs = 1
+
+    def __init__(self, variable):
+        self.variable = variable
+        self.next_functions = ()
+        self._pre_hooks = None
+
+    def name(self):
+        return "AccumulateGrad"
+
+    def accumulate(self, grad, create_graph):
+        leaf = self.variable
+        if leaf.grad is None:
+            # Store our own copy: `grad` may be shared with other leaves or be a read-only broadcast view,
+            # and later accumulations (and clip_grad_norm_, zero_()) write into leaf.grad in place.
+            if create_graph:
+                leaf.grad = grad
+            else:
+                leaf.grad = _tensor_cls()._wrap(np.array(grad._data, dtype=leaf.dtype, copy=True))
+        elif create_graph or leaf.grad.requires_grad:
+            leaf.grad = leaf.grad + grad
+        else:
+            np.add(leaf.grad._data, grad._data, out=leaf.grad._data, casting="unsafe")
+
+    def __repr__(self):
+        return "<AccumulateGrad>"
+
+
+class RemovableHandle:
+    """Returned by register_hook: `handle.remove()` unregisters the hook."""
+
+    def __init__(self, hooks, hook):
+        self._hooks = hooks
+        self._hook = hook
+
+    def remove(self):
+        hooks = self._hooks
+        if self._hook in hooks:
+            hooks.remove(self._hook)
+
+
+def _edge(t):
+    """The graph edge to where the gradient of tensor `t` must go."""
+    if t.grad_fn is not None:
+        return (t.grad_fn, t._output_nr)
+    return (t._grad_accumulator(), 0)
+
+
+class Function:
+    """Base class of differentiable ops; subclass it with static forward(ctx, ...) and backward(ctx, ...)."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for method in ("forward", "backward"):
+            if not callable(getattr(cls, method, None)):
+                raise TypeError(f"Function subclass {cls.__name__} must define a static {method}(ctx, ...)")
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError(
+            f"{type(self).__name__}: do not instantiate a Function; call {type(self).__name__}.apply(...)"
+        )
+
+    @classmethod
+    def apply(cls, *args):
+        Tensor = _tensor_cls()
+        if grad_mode.is_grad_enabled():
+            needs = tuple([isinstance(a, Tensor) and a._requires_grad for a in args])
+            tracking = True in needs
+        else:
+            needs = (False,) * len(args)
+            tracking = False
+        ctx = Context(cls, needs)
+        prev = grad_mode._set_enabled(False)
+        try:
+            out = cls.forward(ctx, *args)
+        finally:
+            grad_mode._set_enabled(prev)
+        if not tracking:
+            ctx._saved = None  # nothing will run backward: do not keep saved tensors alive
+            if type(out) is tuple:
+                return tuple(_as_output(o, args, Tensor, None, 0) for o in out)
+            return _as_output(out, args, Tensor, None, 0)
+
+        ctx.next_functions = tuple([_edge(a) if n else None for a, n in zip(args, needs)])
+        ctx.input_meta = tuple([(a.shape, a.dtype) if n else None for a, n in zip(args, needs)])
+        if anomaly.is_enabled():
+            ctx._trace = "".join(traceback.format_stack()[:-1])
+        if type(out) is tuple:
+            outs = tuple(_as_output(o, args, Tensor, ctx, i) for i, o in enumerate(out))
+            ctx.num_outputs = len(outs)
+            ctx.output_meta = tuple((o.shape, o.dtype) if isinstance(o, Tensor) else None for o in outs)
+            return outs
+        return _as_output(out, args, Tensor, ctx, 0)
+
+
+def _as_output(out, args, Tensor, ctx, output_nr):
+    """Wrap one forward result as an output Tensor, linked to node `ctx` (None: not tracked)."""
+    if isinstance(out, np.ndarray):
+        t = Tensor._wrap(out)
+    elif isinstance(out, Tensor):
+        # forward returned a fresh tensor (keep it: it may be saved for backward) or one of its inputs
+        # (alias it, so the input's own place in the graph is not overwritten).
+        t = out if not any(out is a for a in args) else Tensor._wrap(out._data)
+    elif isinstance(out, np.generic):
+        t = Tensor._wrap(np.asarray(out))
+    else:
+        return out  # non-tensor outputs pass through
+    if ctx is not None and t.dtype.kind == "f":
+        if ctx._non_differentiable is None or id(out) not in ctx._non_differentiable:
+            t.grad_fn = ctx
+            t._output_nr = output_nr
+            t._requires_grad = True
+    return t
+

@@ -1,0 +1,126 @@
+"""Build minitensor: the C++ kernels (minitensor._C) and the Cython autograd engine.
+
+Both extensions are optional. Without a C++ compiler, or with one that has no OpenMP,
+the install still succeeds: without OpenMP the kernels run single-threaded, and without
+a compiler minitensor runs on its numpy backend. Either way the build prints one warning.
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+try:
+    from pybind11.setup_helpers import Pybind11Extension
+except ImportError:  # pybind11 is a declared build requirement; this only helps odd manual builds
+    Pybind11Extension = None
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def compiler_has_openmp(compiler_cmd):
+    """Compile and link a tiny OpenMP program: the only reliable test of -fopenmp."""
+    src = "#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "omp_test.cpp")
+        with open(path, "w") as f:
+            f.write(src)
+        try:
+            result = subprocess.run(
+                [compiler_cmd, "-fopenmp", path, "-o", os.path.join(tmp, "omp_test")],
+                capture_output=True,
+            )
+        except OSError:
+            return False
+        return result.returncode == 0
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that never fails the install: a failed extension is reported once and skipped."""
+
+    def build_extensions(self):
+        cxx = self.compiler.compiler_cxx[0] if getattr(self.compiler, "compiler_cxx", None) else "c++"
+        openmp = compiler_has_openmp(cxx)
+        self.failed = []
+        for ext in self.extensions:
+            if ext.name == "minitensor._C":
+                if openmp:
+                    ext.extra_compile_args.append("-fopenmp")
+                    ext.extra_link_args.append("-fopenmp")
+                else:
+                    self.warn("minitensor: the C++ compiler has no OpenMP; kernels will run single-threaded.")
+            try:
+                self.build_extension(ext)
+            except Exception as exc:  # compiler missing or broken: fall back, do not fail the install
+                self.failed.append((ext.name, exc))
+        if self.failed:
+            names = ", ".join(name for name, _ in self.failed)
+            self.warn(
+                f"minitensor: could not build {names} ({self.failed[0][1]}); "
+                "minitensor will use its numpy backend and the pure-Python autograd engine."
+            )
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # e.g. no compiler at all: distutils fails before build_extensions
+            self.warn(
+                f"minitensor: compiled extensions skipped ({exc}); "
+                "minitensor will use its numpy backend and the pure-Python autograd engine."
+            )
+
+
+def extensions():
+    exts = []
+    if Pybind11Extension is not None and shutil.which(os.environ.get("CXX", "c++")):
+        sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+        exts.append(
+            Pybind11Extension(
+                "minitensor._C",
+                sources,
+                include_dirs=["csrc"],
+                cxx_std=17,
+                extra_compile_args=["-O3", "-fno-math-errno"],
+                depends=sorted(glob.glob(os.path.join("csrc", "*.h"))),
+            )
+        )
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        print("minitensor: Cython not found; the Cython autograd engine is skipped.", file=sys.stderr)
+    else:
+        exts.extend(
+            cythonize(
+                ["minitensor/autograd/_engine.pyx"],
+                compiler_directives={"language_level": "3"},
+                quiet=True,
+            )
+        )
+    return exts
+
+
+setup(
+    packages=[
+        "minitensor",
+        "minitensor.autograd",
+        "minitensor.backend",
+        "minitensor.data",
+        "minitensor.nn",
+        "minitensor.ops",
+        "minitensor.optim",
+        "minitensor.testing",
+        "minitensor.utils",
+        "minitensor.models",
+    ],
+    # The model zoo lives at the top level (models/) but installs as minitensor.models,
+    # so no top-level package named `models` lands in site-packages.
+    package_dir={"minitensor.models": "models"},
+    package_data={"minitensor.data": ["bundled/*"]},
+    ext_modules=extensions(),
+    cmdclass={"build_ext": OptionalBuildExt},
+    zip_safe=False,
+)
