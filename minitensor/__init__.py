@@ -16,6 +16,7 @@ from .ops.elementwise import (
     logical_or, lt, masked_fill, maximum, minimum, mul, ne, neg, pow, relu, rsqrt, sigmoid, sign, sin, softplus,
     sqrt, sub, tanh, where,
 )
+from .ops.conv import conv2d
 from .ops.linalg import bmm, matmul, mm
 from .ops.nn import layer_norm, log_softmax, softmax
 from .ops.reduction import all, amax, amin, any, argmax, argmin, logsumexp, max, mean, min, std, sum, var

@@ -30,3 +30,9 @@ def set_num_threads(n):
 
 def get_num_threads():
     return _C.get_num_threads()
+
+conv_out_size = numpy_ref.conv_out_size
+im2col = numpy_ref.im2col
+col2im = numpy_ref.col2im
+conv2d = numpy_ref.conv2d
+conv2d_backward = numpy_ref.conv2d_backward

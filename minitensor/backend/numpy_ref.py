@@ -72,3 +72,67 @@ def layer_norm_backward(g, x, mean, rstd, weight):
         return dx, None, None
     lead = tuple(range(g.ndim - 1))
     return dx, (g * xhat).sum(axis=lead), g.sum(axis=lead)
+
+
+def conv_out_size(size, kernel, stride, padding, dilation):
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def im2col(x, kh, kw, stride, padding, dilation):
+    """x (N, C, H, W) -> columns (N, C*kh*kw, OH*OW): each column holds one receptive field.
+
+    Rows are ordered (c, i, j), matching weight.reshape(OC, C*kh*kw)."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    n, c, h, w = x.shape
+    oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    s = xp.strides
+    windows = np.lib.stride_tricks.as_strided(
+        xp, shape=(n, c, kh, kw, oh, ow), strides=(s[0], s[1], s[2] * dh, s[3] * dw, s[2] * sh, s[3] * sw),
+        writeable=False,
+    )
+    return windows.reshape(n, c * kh * kw, oh * ow)
+
+
+def col2im(cols, x_shape, kh, kw, stride, padding, dilation):
+    """The adjoint of im2col: add each column back onto the receptive field it came from."""
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    n, c, h, w = x_shape
+    oh, ow = conv_out_size(h, kh, sh, ph, dh), conv_out_size(w, kw, sw, pw, dw)
+    xp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    cols = cols.reshape(n, c, kh, kw, oh, ow)
+    for i in range(kh):
+        for j in range(kw):
+            xp[:, :, i * dh: i * dh + sh * oh: sh, j * dw: j * dw + sw * ow: sw] += cols[:, :, i, j]
+    return xp[:, :, ph: ph + h, pw: pw + w]
+
+
+def conv2d(x, weight, bias, stride, padding, dilation):
+    """Cross-correlation, as in PyTorch: x (N, C, H, W), weight (OC, C, kh, kw) -> (N, OC, OH, OW)."""
+    n, _, h, w = x.shape
+    oc, _, kh, kw = weight.shape
+    cols = im2col(x, kh, kw, stride, padding, dilation)
+    out = np.matmul(weight.reshape(oc, -1), cols)
+    if bias is not None:
+        out += bias.reshape(1, oc, 1)
+    oh = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = conv_out_size(w, kw, stride[1], padding[1], dilation[1])
+    return out.reshape(n, oc, oh, ow)
+
+
+def conv2d_backward(g, x, weight, stride, padding, dilation, need_input, need_weight, need_bias):
+    """Returns (dx, dweight, dbias), None where not needed:
+    dweight = sum_n g_n @ cols_nᵀ,  dx = col2im(Wᵀ @ g_n),  dbias = sum of g over N, OH, OW."""
+    n = x.shape[0]
+    oc, _, kh, kw = weight.shape
+    g2 = g.reshape(n, oc, -1)
+    dx = dw = db = None
+    if need_weight:
+        cols = im2col(x, kh, kw, stride, padding, dilation)
+        dw = np.matmul(g2, cols.transpose(0, 2, 1)).sum(axis=0).reshape(weight.shape)
+    if need_input:
+        dcols = np.matmul(weight.reshape(oc, -1).T, g2)
+        dx = col2im(dcols, x.shape, kh, kw, stride, padding, dilation)
+    if need_bias:
+        db = g.sum(axis=(0, 2, 3))
+    return dx, dw, db
