@@ -11,7 +11,7 @@ def _shape(shape):
     return str(tuple(shape))
 
 
-def to_dot(t, name="graph"):
+def to_dot(t, name="autograd"):
     if t.grad_fn is None and not t.requires_grad:
         raise ValueError("to_dot: this tensor has no graph (it does not require grad)")
     ids = {}
