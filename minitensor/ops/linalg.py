@@ -25,10 +25,10 @@ class Matmul(Function):
         na, nb = ctx.needs_input_grad
         a2 = a.unsqueeze(0) if a.ndim == 1 else a
         b2 = b.unsqueeze(-1) if b.ndim == 1 else b
+        if b.ndim == 1:  # (first: for 1-D @ 1-D, g is 0-d and becomes (1,) then (1, 1))
+            g = g.unsqueeze(-1)
         if a.ndim == 1:
             g = g.unsqueeze(-2)
-        if b.ndim == 1:
-            g = g.unsqueeze(-1)
         ga = unbroadcast(g @ b2.mT, a2.shape).reshape(a.shape) if na else None
         gb = unbroadcast(a2.mT @ g, b2.shape).reshape(b.shape) if nb else None
         return ga, gb

@@ -88,6 +88,8 @@ def _layer_norm_backward_composite(g, x, weight, eps):
     if weight is None:
         return dx, None, None
     lead = tuple(range(g.ndim - 1))
+    if not lead:  # a single row: nothing to sum over (and sum(dim=()) would reduce everything)
+        return dx, g * xhat, g
     return dx, (g * xhat).sum(dim=lead), g.sum(dim=lead)
 
 

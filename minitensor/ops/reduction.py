@@ -120,8 +120,7 @@ class MaxDim(Function):
 
     @staticmethod
     def backward(ctx, g):
-        shape, dim = ctx.shape, ctx.dim
-        idx = ctx.indices if not ctx.keepdim else np.squeeze(ctx.indices, axis=dim)
+        shape, dim, idx = ctx.shape, ctx.dim, ctx.indices
         positions = np.arange(shape[dim]).reshape([-1 if i == dim else 1 for i in range(len(shape))])
         onehot = Tensor._wrap((positions == np.expand_dims(idx, dim)).astype(g.dtype))
         return _expand_back(g, shape, (dim,), ctx.keepdim) * onehot, None, None, None
@@ -196,9 +195,7 @@ def _max_min(x, dim, keepdim, largest):
     if x.ndim and x.shape[d] == 0:
         raise IndexError(f"{op}(): cannot reduce over dim {dim} of size 0 (shape {tuple(x.shape)})")
     data = x._data if x.ndim else x._data.reshape(1)
-    indices = (np.argmax if largest else np.argmin)(data, axis=d)
-    if keepdim:
-        indices = np.expand_dims(indices, d)
+    indices = (np.argmax if largest else np.argmin)(data, axis=d)  # the reduced dim removed
     values = MaxDim.apply(x, d, keepdim, indices) if x.ndim else x.clone()
     result = max_result if largest else min_result
     return result(values, Tensor._wrap(np.asarray(indices, dtype=np.int64).reshape(values.shape)))

@@ -393,8 +393,10 @@ def cat(tensors, dim=0):
     for t in tensors:
         if not isinstance(t, Tensor):
             raise TypeError(f"cat: expected Tensors, got {type(t).__name__}")
-    # PyTorch lets 1-D empty tensors join anything; skip them
-    kept = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or tensors[:1]
+    # PyTorch lets 1-D empty tensors join tensors of any shape; skip them when they could not join otherwise
+    kept = tensors
+    if any(t.ndim != tensors[0].ndim for t in tensors):
+        kept = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or tensors[:1]
     ref = kept[0]
     d = normalize_dim(dim, ref.ndim, "cat")
     for t in kept[1:]:

@@ -37,7 +37,8 @@ def tensor_repr(t):
         sample = data if not summarise else _edges(data)
         formatter = {"float_kind": _float_formatter(np.asarray(sample, dtype=np.float64))}
     elif data.dtype.kind == "b":
-        formatter = {"bool": lambda v: "True" if v else "False"}
+        width = 5 if (~data).any() else 4  # right-aligned to the widest value, as PyTorch prints them
+        formatter = {"bool": lambda v: ("True" if v else "False").rjust(width)}
     else:
         formatter = None
     body = np.array2string(

@@ -1,0 +1,426 @@
+"""The op registry: one OpInfo per differentiable op. Adding an entry here is all it takes for an op to be
+tested (forward vs numpy, gradients vs finite differences, second derivatives, layouts, size 0, both
+backends, parity with PyTorch). See opinfo.py for what each field means.
+"""
+import math
+
+import numpy as np
+from hypothesis import strategies as st
+
+import minitensor as mt
+from minitensor.ops.conv import conv2d
+
+from . import strategies as mts
+from .opinfo import OpInfo, Sample, binary, last_dim, reduce_dims, reduction, unary
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _erf(x):
+    return np.vectorize(math.erf, otypes=[np.float64])(x)
+
+
+def _softmax(x, dim):
+    e = np.exp(x - x.max(axis=dim, keepdims=True))
+    return e / e.sum(axis=dim, keepdims=True)
+
+
+def _softplus(x, beta=1.0, threshold=20.0):
+    return np.where(beta * x > threshold, x, np.log1p(np.exp(beta * x)) / beta)
+
+
+def _gelu_tanh(x):
+    return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def _t(name):
+    """torch.<name> as a callable (resolved only when the parity tests run)."""
+    return lambda *a, **k: getattr(_torch(), name)(*a, **k)
+
+
+OPS = []
+
+
+def register(*infos):
+    OPS.extend(infos)
+
+
+# ---------------------------------------------------------------------------- unary elementwise
+register(
+    OpInfo("neg", lambda x: -x, lambda x: -x, unary(), torch_op=_t("neg")),
+    OpInfo("abs", mt.abs, np.abs, unary(avoid=(0.0,)), torch_op=_t("abs")),
+    OpInfo("exp", mt.exp, np.exp, unary(), torch_op=_t("exp")),
+    OpInfo("log", mt.log, np.log, unary(0.1, 3.0), torch_op=_t("log")),
+    OpInfo("sqrt", mt.sqrt, np.sqrt, unary(0.1, 3.0), torch_op=_t("sqrt")),
+    OpInfo("rsqrt", mt.rsqrt, lambda x: 1 / np.sqrt(x), unary(0.1, 3.0), torch_op=_t("rsqrt")),
+    OpInfo("sin", mt.sin, np.sin, unary(), torch_op=_t("sin")),
+    OpInfo("cos", mt.cos, np.cos, unary(), torch_op=_t("cos")),
+    OpInfo("tanh", mt.tanh, np.tanh, unary(), torch_op=_t("tanh")),
+    OpInfo("sigmoid", mt.sigmoid, lambda x: 1 / (1 + np.exp(-x)), unary(-6.0, 6.0), torch_op=_t("sigmoid")),
+    OpInfo("relu", mt.relu, lambda x: np.maximum(x, 0), unary(avoid=(0.0,)), torch_op=_t("relu")),
+    OpInfo("erf", mt.erf, _erf, unary(), torch_op=_t("erf")),
+    OpInfo("gelu", mt.gelu, lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2))), unary(-4.0, 4.0),
+           torch_op=lambda x: _torch().nn.functional.gelu(x)),
+    OpInfo("gelu_tanh", lambda x: mt.gelu(x, approximate="tanh"), _gelu_tanh, unary(-4.0, 4.0),
+           torch_op=lambda x: _torch().nn.functional.gelu(x, approximate="tanh")),
+    OpInfo("softplus", mt.softplus, _softplus, unary(-5.0, 5.0), torch_op=lambda x: _torch().nn.functional.softplus(x)),
+    OpInfo("softplus_beta", lambda x: mt.softplus(x, beta=2.0, threshold=4.0),
+           lambda x: _softplus(x, 2.0, 4.0), unary(-4.0, 4.0, avoid=(2.0,)),
+           torch_op=lambda x: _torch().nn.functional.softplus(x, beta=2.0, threshold=4.0)),
+    OpInfo("clamp", lambda x: mt.clamp(x, -0.5, 0.7), lambda x: np.clip(x, -0.5, 0.7),
+           unary(avoid=(-0.5, 0.7)), torch_op=lambda x: _torch().clamp(x, -0.5, 0.7)),
+    OpInfo("clamp_min", lambda x: x.clamp(min=0.2), lambda x: np.maximum(x, 0.2), unary(avoid=(0.2,)),
+           torch_op=lambda x: x.clamp(min=0.2)),
+    OpInfo("pow_scalar", lambda x: x ** 3, lambda x: x ** 3, unary(), torch_op=lambda x: x ** 3),
+    OpInfo("pow_fractional", lambda x: x ** -1.5, lambda x: x ** -1.5, unary(0.2, 3.0),
+           torch_op=lambda x: x ** -1.5),
+    OpInfo("rpow", lambda x: 2.0 ** x, lambda x: 2.0 ** x, unary(), torch_op=lambda x: 2.0 ** x),
+    OpInfo("scalar_arith", lambda x: (3.0 - x) / 2.0 * 1.5 + 0.25, lambda x: (3.0 - x) / 2.0 * 1.5 + 0.25, unary(),
+           torch_op=lambda x: (3.0 - x) / 2.0 * 1.5 + 0.25),
+    OpInfo("rdiv", lambda x: 1.0 / x, lambda x: 1.0 / x, unary(0.3, 3.0), torch_op=lambda x: 1.0 / x),
+)
+
+# ---------------------------------------------------------------------------- binary elementwise
+def _no_ties(sample):
+    """maximum/minimum have a kink where a == b: keep the operands apart (finite differences straddle it)."""
+    a, b = sample.arrays
+    return bool(np.all(np.abs(np.subtract(a, b)) > 1e-3))
+
+
+register(
+    OpInfo("add", lambda a, b: a + b, np.add, binary(), torch_op=_t("add")),
+    OpInfo("sub", lambda a, b: a - b, np.subtract, binary(), torch_op=_t("sub")),
+    OpInfo("mul", lambda a, b: a * b, np.multiply, binary(), torch_op=_t("mul")),
+    OpInfo("div", lambda a, b: a / b, np.divide, binary(avoid=((), (0.0,)), low=(-2.0, -2.0)).filter(
+        lambda s: np.all(np.abs(s.arrays[1]) > 0.2)), torch_op=_t("div")),
+    OpInfo("pow", lambda a, b: a ** b, np.power, binary(low=(0.2, -2.0), high=(2.0, 2.0)), torch_op=_t("pow")),
+    OpInfo("maximum", mt.maximum, np.maximum, binary().filter(_no_ties), torch_op=_t("maximum")),
+    OpInfo("minimum", mt.minimum, np.minimum, binary().filter(_no_ties), torch_op=_t("minimum")),
+)
+
+
+@st.composite
+def _where_sample(draw, max_dims=3):
+    sc, sa, sb = draw(mts.broadcastable_shapes(3, 0, max_dims, 0, 4))
+    return Sample((draw(mts.arrays(sa)), draw(mts.arrays(sb))), {"cond": draw(mts.bool_masks(sc))})
+
+
+@st.composite
+def _masked_fill_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(0, max_dims, 0, 4))
+    mask_shape = shape[draw(st.integers(0, len(shape))):]  # a trailing part of the shape: broadcasts
+    return Sample((draw(mts.arrays(shape)),), {"mask": draw(mts.bool_masks(mask_shape)), "value": -1.5})
+
+
+register(
+    OpInfo("where", lambda a, b, cond: mt.where(mt.tensor(cond), a, b), lambda a, b, cond: np.where(cond, a, b),
+           _where_sample(), torch_op=lambda a, b, cond: _torch().where(_torch().from_numpy(cond), a, b)),
+    OpInfo("masked_fill", lambda x, mask, value: x.masked_fill(mt.tensor(mask), value),
+           lambda x, mask, value: np.where(mask, value, x), _masked_fill_sample(),
+           torch_op=lambda x, mask, value: x.masked_fill(_torch().from_numpy(mask), value)),
+)
+
+# ---------------------------------------------------------------------------- reductions
+register(
+    OpInfo("sum", lambda x, dim, keepdim: x.sum(dim, keepdim),
+           lambda x, dim, keepdim: np.sum(x, axis=reduce_dims(dim, x.ndim), keepdims=keepdim),
+           reduction(min_side=0), torch_op=lambda x, dim, keepdim: x.sum(dim=dim, keepdim=keepdim)),
+    OpInfo("mean", lambda x, dim, keepdim: x.mean(dim, keepdim),
+           lambda x, dim, keepdim: np.mean(x, axis=reduce_dims(dim, x.ndim), keepdims=keepdim),
+           reduction(), torch_op=lambda x, dim, keepdim: x.mean(dim=dim, keepdim=keepdim), supports_size0=False),
+    OpInfo("var", lambda x, dim, keepdim: x.var(dim, keepdim=keepdim, correction=0),
+           lambda x, dim, keepdim: np.var(x, axis=reduce_dims(dim, x.ndim), keepdims=keepdim),
+           reduction(), torch_op=lambda x, dim, keepdim: x.var(dim, keepdim=keepdim, correction=0), supports_size0=False),
+    OpInfo("std_unbiased", lambda x, dim: x.std(dim),
+           lambda x, dim: np.std(x, axis=reduce_dims(dim, x.ndim), ddof=1),
+           reduction(keepdim=False).filter(lambda s: s.arrays[0].size // max(
+               np.asarray(np.mean(s.arrays[0], axis=reduce_dims(s.kwargs["dim"], s.arrays[0].ndim))).size, 1) > 1),
+           torch_op=lambda x, dim: x.std(dim), supports_size0=False),
+    OpInfo("amax", lambda x, dim, keepdim: x.amax(dim, keepdim),
+           lambda x, dim, keepdim: np.max(x, axis=reduce_dims(dim, x.ndim), keepdims=keepdim),
+           reduction(allow_none=False), torch_op=lambda x, dim, keepdim: x.amax(dim, keepdim), supports_size0=False),
+    OpInfo("amin", lambda x, dim, keepdim: x.amin(dim, keepdim),
+           lambda x, dim, keepdim: np.min(x, axis=reduce_dims(dim, x.ndim), keepdims=keepdim),
+           reduction(allow_none=False), torch_op=lambda x, dim, keepdim: x.amin(dim, keepdim), supports_size0=False),
+    OpInfo("max_all", lambda x: x.max(), np.max, unary(min_side=1), torch_op=lambda x: x.max(), supports_size0=False),
+    OpInfo("max_dim", lambda x, dim, keepdim: x.max(dim, keepdim).values,
+           lambda x, dim, keepdim: np.max(x, axis=dim, keepdims=keepdim),
+           reduction(allow_none=False, allow_tuple=False, min_side=1).filter(lambda s: s.arrays[0].ndim > 0),
+           torch_op=lambda x, dim, keepdim: x.max(dim, keepdim).values, supports_size0=False),
+    OpInfo("min_dim", lambda x, dim: x.min(dim).values, lambda x, dim: np.min(x, axis=dim),
+           reduction(allow_none=False, allow_tuple=False, keepdim=False).filter(lambda s: s.arrays[0].ndim > 0),
+           torch_op=lambda x, dim: x.min(dim).values, supports_size0=False),
+    OpInfo("logsumexp", lambda x, dim, keepdim: x.logsumexp(dim, keepdim),
+           lambda x, dim, keepdim: np.log(np.sum(np.exp(x), axis=reduce_dims(dim, x.ndim), keepdims=keepdim)),
+           reduction(allow_none=False), torch_op=lambda x, dim, keepdim: x.logsumexp(() if dim is None else dim, keepdim), supports_size0=False),
+)
+
+
+# ---------------------------------------------------------------------------- matmul
+@st.composite
+def _matmul_sample(draw, max_dims=4):
+    n, k, m = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    kind = draw(st.sampled_from(["1d@1d", "1d@2d", "2d@1d", "2d@2d", "batched", "broadcast", "1d@batched"]))
+    batch_a, batch_b = draw(mts.broadcastable_shapes(2, 0, 2, 1, 3)) if kind == "broadcast" else ((), ())
+    if kind == "batched":
+        batch_a = batch_b = (draw(st.integers(1, 3)),)
+    shapes = {"1d@1d": ((k,), (k,)), "1d@2d": ((k,), (k, m)), "2d@1d": ((n, k), (k,)), "2d@2d": ((n, k), (k, m)),
+              "batched": (batch_a + (n, k), batch_b + (k, m)), "broadcast": (batch_a + (n, k), batch_b + (k, m)),
+              "1d@batched": ((k,), (2, k, m))}[kind]
+    return Sample(tuple(draw(mts.arrays(s)) for s in shapes), {})
+
+
+register(OpInfo("matmul", lambda a, b: a @ b, np.matmul, _matmul_sample(), torch_op=_t("matmul"),
+                supports_size0=False, float32_tol=(1e-5, 1e-5)))
+
+
+# ---------------------------------------------------------------------------- shapes
+@st.composite
+def _reshape_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(1, max_dims, 1, 4))
+    n = int(np.prod(shape))
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    d = draw(st.sampled_from(divisors))
+    target = draw(st.sampled_from([(n,), (d, -1), (-1, d, 1), (1, n // d, d)]))
+    return Sample((draw(mts.arrays(shape)),), {"shape": target})
+
+
+@st.composite
+def _permute_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(1, max_dims, 0, 4))
+    return Sample((draw(mts.arrays(shape)),), {"dims": tuple(draw(st.permutations(range(len(shape)))))})
+
+
+@st.composite
+def _expand_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(0, max_dims, 0, 3))
+    lead = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
+    target = lead + tuple(draw(st.integers(1, 3)) if n == 1 else n for n in shape)
+    return Sample((draw(mts.arrays(shape)),), {"sizes": target})
+
+
+@st.composite
+def _repeat_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(0, max_dims, 0, 3))
+    reps = tuple(draw(st.lists(st.integers(1, 3), min_size=len(shape), max_size=len(shape) + 1)))
+    return Sample((draw(mts.arrays(shape)),), {"repeats": reps})
+
+
+@st.composite
+def _dim_sample(draw, max_dims=3, min_dims=1, extra_dim=False, min_side=0):
+    shape = draw(mts.shapes(min_dims, max_dims, min_side, 4))
+    n = len(shape) + (1 if extra_dim else 0)
+    return Sample((draw(mts.arrays(shape)),), {"dim": draw(st.integers(-n, n - 1))})
+
+
+@st.composite
+def _index_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(1, max_dims, 1, 5))
+    a = draw(mts.arrays(shape))
+    kind = draw(st.sampled_from(["int", "slice", "step", "negative_step", "int_array", "mask", "mixed", "none"]))
+    n0 = shape[0]
+    index = {
+        "int": draw(st.integers(-n0, n0 - 1)),
+        "slice": slice(draw(st.integers(0, n0)), draw(st.integers(0, n0))),
+        "step": (Ellipsis, slice(None, None, draw(st.integers(1, 3)))),
+        "negative_step": slice(None, None, -draw(st.integers(1, 2))),
+        "int_array": draw(mts.index_arrays(n0)),
+        "mask": draw(mts.bool_masks(shape)),
+        "mixed": (draw(mts.index_arrays(n0, allow_negative=False)), Ellipsis, slice(1, None))[:3 if len(shape) > 1 else 2],
+        "none": (None, Ellipsis, draw(st.integers(-shape[-1], shape[-1] - 1))),
+    }[kind]
+    return Sample((a,), {"index": index})
+
+
+@st.composite
+def _gather_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(1, max_dims, 1, 4))
+    dim = draw(st.integers(0, len(shape) - 1))
+    idx_shape = tuple(draw(st.integers(1, n)) if d != dim else draw(st.integers(1, 5)) for d, n in enumerate(shape))
+    seed = draw(st.integers(0, 2**32 - 1))
+    index = np.random.default_rng(seed).integers(0, shape[dim], idx_shape)
+    return Sample((draw(mts.arrays(shape)),), {"dim": dim, "index": index})
+
+
+def _np_gather(x, dim, index):
+    sub = x[tuple(slice(0, n) if d != dim else slice(None) for d, n in enumerate(index.shape))]
+    return np.take_along_axis(sub, index, axis=dim)
+
+
+@st.composite
+def _cat_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(1, max_dims, 1, 3))
+    dim = draw(st.integers(0, len(shape) - 1))
+    count = draw(st.integers(1, 3))
+    arrays = []
+    for _ in range(count):
+        s = list(shape)
+        s[dim] = draw(st.integers(0, 3))
+        arrays.append(draw(mts.arrays(tuple(s))))
+    return Sample(tuple(arrays), {"dim": dim})
+
+
+@st.composite
+def _stack_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(0, max_dims, 0, 3))
+    arrays = tuple(draw(mts.arrays(shape)) for _ in range(draw(st.integers(1, 3))))
+    return Sample(arrays, {"dim": draw(st.integers(-len(shape) - 1, len(shape)))})
+
+
+@st.composite
+def _split_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(1, max_dims, 1, 5))
+    dim = draw(st.integers(0, len(shape) - 1))
+    return Sample((draw(mts.arrays(shape)),), {"size": draw(st.integers(1, 3)), "dim": dim})
+
+
+@st.composite
+def _matrix_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(2, max(max_dims, 2), 0, 4))
+    return Sample((draw(mts.arrays(shape)),), {"diagonal": draw(st.integers(-2, 2))})
+
+
+@st.composite
+def _pad_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(1, max_dims, 0, 3))
+    pads = tuple(draw(st.lists(st.integers(0, 2), min_size=2, max_size=2 * len(shape)).filter(lambda p: len(p) % 2 == 0)))
+    return Sample((draw(mts.arrays(shape)),), {"pad": pads, "value": 0.5})
+
+
+def _np_pad(x, pad, value):
+    widths = [(0, 0)] * x.ndim
+    for i in range(len(pad) // 2):
+        widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    return np.pad(x, widths, constant_values=value)
+
+
+def _np_last_chunk(x, dim):
+    """The last of chunk(2, dim): chunks of ceil(n/2), so the last starts at ceil(n/2) (or 0 if only one)."""
+    n = x.shape[dim]
+    size = -(-n // 2)
+    start = size * (-(-n // size) - 1)
+    return np.take(x, range(start, n), axis=dim)
+
+
+def _cat(*arrays, dim):
+    return mt.cat(list(arrays), dim)
+
+
+def _stack(*arrays, dim):
+    return mt.stack(list(arrays), dim)
+
+
+register(
+    OpInfo("reshape", lambda x, shape: x.reshape(shape), lambda x, shape: x.reshape(shape), _reshape_sample(),
+           torch_op=lambda x, shape: x.reshape(shape), supports_size0=False),
+    OpInfo("flatten", lambda x: x.flatten(1) if x.ndim > 1 else x.flatten(),
+           lambda x: x.reshape(x.shape[0], int(np.prod(x.shape[1:]))) if x.ndim > 1 else x.reshape(-1), unary(), torch_op=lambda x: x.flatten(1) if x.ndim > 1 else x.flatten()),
+    OpInfo("permute", lambda x, dims: x.permute(*dims), lambda x, dims: np.transpose(x, dims), _permute_sample(),
+           torch_op=lambda x, dims: x.permute(*dims)),
+    OpInfo("transpose", lambda x: x.transpose(0, -1), lambda x: np.swapaxes(x, 0, -1), unary(min_side=0).filter(
+        lambda s: s.arrays[0].ndim > 0), torch_op=lambda x: x.transpose(0, -1)),
+    OpInfo("squeeze", lambda x: x.squeeze(), np.squeeze, unary(min_side=0).map(
+        lambda s: Sample((s.arrays[0].reshape((1,) + s.arrays[0].shape + (1,)),), {})), torch_op=lambda x: x.squeeze()),
+    OpInfo("unsqueeze", lambda x, dim: x.unsqueeze(dim), lambda x, dim: np.expand_dims(x, dim),
+           _dim_sample(min_dims=0, extra_dim=True), torch_op=lambda x, dim: x.unsqueeze(dim)),
+    OpInfo("expand", lambda x, sizes: x.expand(*sizes), lambda x, sizes: np.broadcast_to(x, sizes), _expand_sample(),
+           torch_op=lambda x, sizes: x.expand(sizes)),
+    OpInfo("repeat", lambda x, repeats: x.repeat(*repeats), lambda x, repeats: np.tile(x, repeats), _repeat_sample(),
+           torch_op=lambda x, repeats: x.repeat(repeats)),
+    OpInfo("index", lambda x, index: x[index], lambda x, index: x[index], _index_sample(),
+           torch_op=lambda x, index: x[_torch_index(index)], supports_size0=False),
+    OpInfo("gather", lambda x, dim, index: x.gather(dim, mt.tensor(index)), _np_gather, _gather_sample(),
+           torch_op=lambda x, dim, index: x.gather(dim, _torch().from_numpy(index)), supports_size0=False),
+    OpInfo("cat", _cat, lambda *a, dim: np.concatenate(a, axis=dim), _cat_sample(),
+           torch_op=lambda *a, dim: _torch().cat(a, dim)),
+    OpInfo("stack", _stack, lambda *a, dim: np.stack(a, axis=dim), _stack_sample(),
+           torch_op=lambda *a, dim: _torch().stack(a, dim)),
+    OpInfo("split", lambda x, size, dim: mt.cat([p * (i + 1) for i, p in enumerate(x.split(size, dim))], dim),
+           lambda x, size, dim: np.concatenate([p * (i + 1) for i, p in enumerate(
+               np.split(x, range(size, x.shape[dim], size), axis=dim))], axis=dim), _split_sample(),
+           torch_op=lambda x, size, dim: _torch().cat([p * (i + 1) for i, p in enumerate(x.split(size, dim))], dim), supports_size0=False),
+    OpInfo("chunk", lambda x, dim: x.chunk(2, dim)[-1], _np_last_chunk, _dim_sample(min_side=1),
+           torch_op=lambda x, dim: x.chunk(2, dim)[-1], supports_size0=False),
+    OpInfo("tril", lambda x, diagonal: x.tril(diagonal), lambda x, diagonal: np.tril(x, diagonal), _matrix_sample(),
+           torch_op=lambda x, diagonal: x.tril(diagonal)),
+    OpInfo("triu", lambda x, diagonal: x.triu(diagonal), lambda x, diagonal: np.triu(x, diagonal), _matrix_sample(),
+           torch_op=lambda x, diagonal: x.triu(diagonal)),
+    OpInfo("pad", lambda x, pad, value: mt.ops.shape.pad(x, pad, value=value), _np_pad, _pad_sample(),
+           torch_op=lambda x, pad, value: _torch().nn.functional.pad(x, pad, value=value)),
+    OpInfo("flip", lambda x: x.flip(0), lambda x: np.flip(x, 0), unary(min_side=0).filter(lambda s: s.arrays[0].ndim),
+           torch_op=lambda x: x.flip(0)),
+)
+
+
+def _torch_index(index):
+    torch = _torch()
+    items = index if isinstance(index, tuple) else (index,)
+    out = []
+    for item in items:
+        if isinstance(item, slice) and item.step is not None and item.step < 0:
+            raise _NoTorchEquivalent("PyTorch does not support negative slice steps")
+        out.append(torch.from_numpy(item) if isinstance(item, np.ndarray) else item)
+    return tuple(out) if isinstance(index, tuple) else out[0]
+
+
+class _NoTorchEquivalent(Exception):
+    """Raised by a torch_op for an input PyTorch itself does not accept; the parity test skips that example."""
+
+
+# ---------------------------------------------------------------------------- nn ops
+@st.composite
+def _layer_norm_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(1, max_dims, 1, 5))
+    k = draw(st.integers(1, len(shape)))
+    norm = shape[len(shape) - k:]
+    with_affine = draw(st.booleans())
+    arrays = (draw(mts.arrays(shape)),) + ((draw(mts.arrays(norm)), draw(mts.arrays(norm))) if with_affine else ())
+    return Sample(arrays, {"normalized_shape": norm})
+
+
+def _np_layer_norm(x, *wb, normalized_shape):
+    axes = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    y = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(x.var(axis=axes, keepdims=True) + 1e-5)
+    return y * wb[0] + wb[1] if wb else y
+
+
+@st.composite
+def _conv_sample(draw, max_dims=3):
+    n, c, oc = draw(st.integers(1, 2)), draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 1)), draw(st.integers(0, 1)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    h = draw(st.integers(dilation[0] * (kh - 1) + 1, 6))
+    w = draw(st.integers(dilation[1] * (kw - 1) + 1, 6))
+    arrays = (draw(mts.arrays((n, c, h, w))), draw(mts.arrays((oc, c, kh, kw))), draw(mts.arrays((oc,))))
+    return Sample(arrays, {"stride": stride, "padding": padding, "dilation": dilation})
+
+
+def _np_conv2d(x, w, b, stride, padding, dilation):
+    from minitensor.backend import numpy_ref
+
+    return numpy_ref.conv2d(x, w, b, stride, padding, dilation)
+
+
+register(
+    OpInfo("softmax", lambda x, dim: x.softmax(dim), _softmax, last_dim(), torch_op=lambda x, dim: x.softmax(dim), supports_size0=False),
+    OpInfo("log_softmax", lambda x, dim: x.log_softmax(dim), lambda x, dim: np.log(_softmax(x, dim)), last_dim(),
+           torch_op=lambda x, dim: x.log_softmax(dim), supports_size0=False),
+    OpInfo("layer_norm", lambda x, *wb, normalized_shape: mt.layer_norm(x, normalized_shape, *wb), _np_layer_norm,
+           _layer_norm_sample(), float32_tol=(1e-4, 1e-4),
+           torch_op=lambda x, *wb, normalized_shape: _torch().nn.functional.layer_norm(x, normalized_shape, *wb), supports_size0=False),
+    OpInfo("conv2d", lambda x, w, b, **kw: conv2d(x, w, b, **kw), _np_conv2d, _conv_sample(), supports_size0=False,
+           float32_tol=(1e-4, 1e-4), torch_op=lambda x, w, b, **kw: _torch().nn.functional.conv2d(x, w, b, **kw)),
+)
+
+
+def get(name):
+    for info in OPS:
+        if info.name == name:
+            return info
+    raise KeyError(f"no op named {name!r} in the registry")
