@@ -22,21 +22,21 @@ except ImportError:  # pybind11 is a declared build requirement; this only helps
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def compiler_has_openmp(compiler_cmd):
-    """Compile and link a tiny OpenMP program: the only reliable test of -fopenmp."""
-    src = "#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+def compiles(compiler_cmd, source, flags=()):
+    """Compile and link a tiny program: the only reliable test of what a compiler can do."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "omp_test.cpp")
+        path = os.path.join(tmp, "probe.cpp")
         with open(path, "w") as f:
-            f.write(src)
+            f.write(source)
         try:
-            result = subprocess.run(
-                [compiler_cmd, "-fopenmp", path, "-o", os.path.join(tmp, "omp_test")],
-                capture_output=True,
-            )
+            result = subprocess.run([compiler_cmd, *flags, path, "-o", os.path.join(tmp, "probe")], capture_output=True)
         except OSError:
             return False
         return result.returncode == 0
+
+
+PLAIN_PROGRAM = "int main() { return 0; }\n"
+OPENMP_PROGRAM = "#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
 
 
 class OptionalBuildExt(build_ext):
@@ -44,7 +44,13 @@ class OptionalBuildExt(build_ext):
 
     def build_extensions(self):
         cxx = self.compiler.compiler_cxx[0] if getattr(self.compiler, "compiler_cxx", None) else "c++"
-        openmp = compiler_has_openmp(cxx)
+        if not compiles(cxx, PLAIN_PROGRAM):
+            self.warn(
+                f"minitensor: no working C++ compiler ({cxx}); skipping the compiled extensions. minitensor will "
+                "use its numpy backend and the pure-Python autograd engine."
+            )
+            return
+        openmp = compiles(cxx, OPENMP_PROGRAM, ["-fopenmp"])
         self.failed = []
         for ext in self.extensions:
             if ext.name == "minitensor._C":
