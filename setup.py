@@ -15,9 +15,11 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 try:
-    from pybind11.setup_helpers import Pybind11Extension
+    from pybind11.setup_helpers import ParallelCompile, Pybind11Extension
 except ImportError:  # pybind11 is a declared build requirement; this only helps odd manual builds
     Pybind11Extension = None
+else:
+    ParallelCompile(default=0).install()  # compile the kernel files in parallel (0: one job per CPU)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 

@@ -1,47 +1,64 @@
-// minitensor._C: the pybind11 module. Kernels live in their own files; this file only binds them.
-#include <pybind11/pybind11.h>
-#include <pybind11/numpy.h>
+// minitensor._C: the pybind11 module. The kernels live in their own files; this file detects the ISA and
+// binds everything. The only global state is OpenMP's thread count (set_num_threads / OMP_NUM_THREADS).
+#include "common.h"
+#include "gemm.h"
 
-#ifdef _OPENMP
-#include <omp.h>
+namespace mt {
+
+void register_softmax(py::module_& m);
+void register_layernorm(py::module_& m);
+void register_conv(py::module_& m);
+void register_elementwise(py::module_& m);
+
+Isa detected_isa() {
+    static const Isa isa = [] {
+#if MT_X86
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) return Isa::avx512;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
 #endif
-
-namespace py = pybind11;
-
-static const char* isa_path() {
-#if defined(__x86_64__) || defined(_M_X64)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return "avx512";
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
-#endif
-    return "scalar";
+        return Isa::scalar;
+    }();
+    return isa;
 }
 
+const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::avx512: return "avx512";
+        case Isa::avx2: return "avx2";
+        default: return "scalar";
+    }
+}
+
+}  // namespace mt
+
 PYBIND11_MODULE(_C, m) {
-    m.doc() = "minitensor's C++ kernels";
+    using namespace mt;
+    m.doc() = "minitensor's C++ kernels: GEMM, softmax, layer_norm, im2col/col2im/conv2d, erf/gelu";
     m.def("info", []() {
         py::dict d;
-        d["isa"] = isa_path();
+        d["isa"] = isa_name(detected_isa());
+        py::list supported;
+        for (int i = 0; i <= static_cast<int>(detected_isa()); ++i) supported.append(isa_name(static_cast<Isa>(i)));
+        d["isa_supported"] = supported;
 #ifdef _OPENMP
         d["openmp"] = true;
-        d["threads"] = omp_get_max_threads();
 #else
         d["openmp"] = false;
-        d["threads"] = 1;
 #endif
+        d["threads"] = max_threads();
         return d;
     });
     m.def("set_num_threads", [](int n) {
-        if (n < 1) throw py::value_error("set_num_threads: expected a positive thread count");
+        if (n < 1) value_error("set_num_threads: expected a positive thread count, got " + std::to_string(n));
 #ifdef _OPENMP
         omp_set_num_threads(n);
 #endif
     });
-    m.def("get_num_threads", []() {
-#ifdef _OPENMP
-        return omp_get_max_threads();
-#else
-        return 1;
-#endif
-    });
+    m.def("get_num_threads", []() { return max_threads(); });
+    register_gemm(m);
+    register_softmax(m);
+    register_layernorm(m);
+    register_conv(m);
+    register_elementwise(m);
 }

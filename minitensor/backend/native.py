@@ -1,23 +1,180 @@
-"""The native backend: the same kernels as numpy_ref.py, in C++ (minitensor._C).
+"""The native backend: the kernels of numpy_ref.py, in C++ (minitensor._C), with the same names and signatures.
 
-Kernels not (yet) written in C++ are taken from the reference explicitly, so both backends always
-offer the same names.
+This layer keeps numpy's semantics (1-D matmul operands, broadcast batch dims, masks broadcast to the input)
+and hands the C++ side arrays it can read safely: float32/float64 only (anything else takes the numpy
+reference), aligned, with strides in whole elements (otherwise copied once). Strided views (transposes,
+slices, broadcast dims) pass through as they are: the kernels read through strides.
 """
 import importlib
 
-_C = importlib.import_module("minitensor._C")
+import numpy as np
+
 from . import numpy_ref
 
-NAME = "native"
+_C = importlib.import_module("minitensor._C")
 
-matmul = numpy_ref.matmul
-erf = numpy_ref.erf
-softmax = numpy_ref.softmax
-softmax_backward = numpy_ref.softmax_backward
-log_softmax = numpy_ref.log_softmax
-log_softmax_backward = numpy_ref.log_softmax_backward
-layer_norm = numpy_ref.layer_norm
-layer_norm_backward = numpy_ref.layer_norm_backward
+NAME = "native"
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _readable(a):
+    """`a` itself if the C++ side can read it through its strides, else an aligned contiguous copy."""
+    if a.flags.aligned and all(s % a.itemsize == 0 for s in a.strides):
+        return a
+    return np.array(a, order="C")
+
+
+def _float(*arrays):
+    dt = arrays[0].dtype
+    return dt in _FLOATS and all(a is None or a.dtype == dt for a in arrays)
+
+
+def matmul(a, b):
+    """numpy.matmul semantics on the GEMM kernel: 1-D operands, batches with broadcast batch dims."""
+    if not _float(a, b) or a.ndim == 0 or b.ndim == 0:
+        return numpy_ref.matmul(a, b)
+    a2 = a[None, :] if a.ndim == 1 else a
+    b2 = b[:, None] if b.ndim == 1 else b
+    batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+    m, k = a2.shape[-2:]
+    n = b2.shape[-1]
+    out = np.empty(batch + (m, n), dtype=a.dtype)
+    _C.gemm(_readable(np.broadcast_to(a2, batch + (m, k))), _readable(np.broadcast_to(b2, batch + (k, n))), out)
+    if a.ndim == 1:
+        out = out[..., 0, :]
+    if b.ndim == 1:
+        out = out[..., 0]
+    return out
+
+
+def gemm(a, b, c, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
+    """c = alpha * op(a) @ op(b) + beta * c in place (op = transpose when asked), for equal batch dims."""
+    _C.gemm(_readable(a), _readable(b), c, trans_a, trans_b, alpha, beta)
+    return c
+
+
+def erf(x):
+    if not _float(x):
+        return numpy_ref.erf(x)
+    out = np.empty(x.shape, dtype=x.dtype)
+    _C.erf(x, out)
+    return out
+
+
+def gelu(x, approximate="none"):
+    if not _float(x):
+        return numpy_ref.gelu(x, approximate)
+    out = np.empty(x.shape, dtype=x.dtype)
+    _C.gelu(x, out, approximate == "tanh")
+    return out
+
+
+def gelu_backward(x, g, approximate="none"):
+    if not _float(x, g):
+        return numpy_ref.gelu_backward(x, g, approximate)
+    out = np.empty(x.shape, dtype=x.dtype)
+    _C.gelu_backward(x, g, out, approximate == "tanh")
+    return out
+
+
+def _mask_like(mask, x):
+    return None if mask is None else _readable(np.broadcast_to(np.asarray(mask, dtype=x.dtype), x.shape))
+
+
+def softmax(x, mask=None):
+    if not _float(x):
+        return numpy_ref.softmax(x, mask)
+    out = np.empty(x.shape, dtype=x.dtype)
+    _C.softmax_forward(x, out, _mask_like(mask, x), False)
+    return out
+
+
+def log_softmax(x, mask=None):
+    if not _float(x):
+        return numpy_ref.log_softmax(x, mask)
+    out = np.empty(x.shape, dtype=x.dtype)
+    _C.softmax_forward(x, out, _mask_like(mask, x), True)
+    return out
+
+
+def softmax_backward(y, g):
+    if not _float(y, g):
+        return numpy_ref.softmax_backward(y, g)
+    out = np.empty(y.shape, dtype=y.dtype)
+    _C.softmax_backward(y, g, out, False)
+    return out
+
+
+def log_softmax_backward(y, g):
+    if not _float(y, g):
+        return numpy_ref.log_softmax_backward(y, g)
+    out = np.empty(y.shape, dtype=y.dtype)
+    _C.softmax_backward(y, g, out, True)
+    return out
+
+
+def layer_norm(x, weight, bias, eps):
+    if not _float(x, weight, bias) or x.ndim == 0 or x.shape[-1] == 0:
+        return numpy_ref.layer_norm(x, weight, bias, eps)
+    y = np.empty(x.shape, dtype=x.dtype)
+    mean = np.empty(x.shape[:-1], dtype=x.dtype)
+    rstd = np.empty(x.shape[:-1], dtype=x.dtype)
+    _C.layer_norm_forward(x, weight, bias, eps, y, mean, rstd)
+    return y, mean, rstd
+
+
+def layer_norm_backward(g, x, mean, rstd, weight):
+    if not _float(g, x, mean, rstd, weight) or x.ndim == 0 or x.shape[-1] == 0:
+        return numpy_ref.layer_norm_backward(g, x, mean, rstd, weight)
+    dx = np.empty(x.shape, dtype=x.dtype)
+    dw = np.empty(x.shape[-1:], dtype=x.dtype) if weight is not None else None
+    db = np.empty(x.shape[-1:], dtype=x.dtype) if weight is not None else None
+    _C.layer_norm_backward(g, x, mean, rstd, weight, dx, dw, db)
+    return dx, dw, db
+
+
+conv_out_size = numpy_ref.conv_out_size
+
+
+def im2col(x, kh, kw, stride, padding, dilation):
+    if not _float(x):
+        return numpy_ref.im2col(x, kh, kw, stride, padding, dilation)
+    n, c, h, w = x.shape
+    oh = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = conv_out_size(w, kw, stride[1], padding[1], dilation[1])
+    out = np.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+    _C.im2col(x, kh, kw, list(stride), list(padding), list(dilation), out)
+    return out
+
+
+def col2im(cols, x_shape, kh, kw, stride, padding, dilation):
+    if not _float(cols):
+        return numpy_ref.col2im(cols, x_shape, kh, kw, stride, padding, dilation)
+    out = np.empty(tuple(x_shape), dtype=cols.dtype)
+    _C.col2im(cols, list(x_shape), kh, kw, list(stride), list(padding), list(dilation), out)
+    return out
+
+
+def conv2d(x, weight, bias, stride, padding, dilation):
+    if not _float(x, weight, bias):
+        return numpy_ref.conv2d(x, weight, bias, stride, padding, dilation)
+    n, _, h, w = x.shape
+    oc, _, kh, kw = weight.shape
+    oh = conv_out_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = conv_out_size(w, kw, stride[1], padding[1], dilation[1])
+    out = np.empty((n, oc, oh, ow), dtype=x.dtype)
+    _C.conv2d_forward(x, weight, bias, list(stride), list(padding), list(dilation), out)
+    return out
+
+
+def conv2d_backward(g, x, weight, stride, padding, dilation, need_input, need_weight, need_bias):
+    if not _float(g, x, weight):
+        return numpy_ref.conv2d_backward(g, x, weight, stride, padding, dilation, need_input, need_weight, need_bias)
+    dx = np.empty(x.shape, dtype=x.dtype) if need_input else None
+    dw = np.empty(weight.shape, dtype=x.dtype) if need_weight else None
+    db = np.empty(weight.shape[:1], dtype=x.dtype) if need_bias else None
+    _C.conv2d_backward(g, x, weight, list(stride), list(padding), list(dilation), dx, dw, db)
+    return dx, dw, db
 
 
 def info():
@@ -30,9 +187,3 @@ def set_num_threads(n):
 
 def get_num_threads():
     return _C.get_num_threads()
-
-conv_out_size = numpy_ref.conv_out_size
-im2col = numpy_ref.im2col
-col2im = numpy_ref.col2im
-conv2d = numpy_ref.conv2d
-conv2d_backward = numpy_ref.conv2d_backward

@@ -24,10 +24,45 @@ def erf(x):
     return _erf(x).astype(x.dtype, copy=False)
 
 
-def softmax(x):
-    """softmax over the last dim, max-subtracted so exp never overflows."""
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def gemm(a, b, c, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
+    """c = alpha * op(a) @ op(b) + beta * c, in place (beta == 0 ignores what c held)."""
+    a = np.swapaxes(a, -1, -2) if trans_a else a
+    b = np.swapaxes(b, -1, -2) if trans_b else b
+    product = alpha * np.matmul(a, b)
+    c[...] = product if beta == 0 else product + beta * c
+    return c
+
+
+def gelu(x, approximate="none"):
+    """x * Phi(x), Phi the standard normal CDF (or its tanh approximation)."""
+    if approximate == "tanh":
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+
+
+def gelu_backward(x, g, approximate="none"):
+    """g * d/dx gelu(x): Phi(x) + x * phi(x) (phi the normal density), or the tanh form's derivative."""
+    if approximate == "tanh":
+        k = math.sqrt(2 / math.pi)
+        t = np.tanh(k * (x + 0.044715 * x ** 3))
+        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x))
+    cdf = 0.5 * (1 + erf(x / math.sqrt(2)))
+    return g * (cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
+
+
+def _masked(x, mask):
+    return x if mask is None else x + mask
+
+
+def softmax(x, mask=None):
+    """softmax over the last dim of x + mask (an additive mask: -inf removes a position), max-subtracted so
+    exp never overflows. A row with every position masked comes out NaN, as in PyTorch."""
+    x = _masked(x, mask)
+    if x.shape[-1] == 0:
+        return x.copy()
+    with np.errstate(invalid="ignore"):
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
 
 
 def softmax_backward(y, g):
@@ -35,9 +70,13 @@ def softmax_backward(y, g):
     return y * (g - (g * y).sum(axis=-1, keepdims=True))
 
 
-def log_softmax(x):
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+def log_softmax(x, mask=None):
+    x = _masked(x, mask)
+    if x.shape[-1] == 0:
+        return x.copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shifted = x - x.max(axis=-1, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def log_softmax_backward(y, g):

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from .. import backend
+from ..autograd import grad_mode
 from ..autograd.function import Function
 from ..tensor import Tensor
 from ._util import binary_operands, broadcast_error, check_broadcast, unbroadcast
@@ -292,14 +293,13 @@ class Gelu(Function):
     def forward(ctx, x, approximate):
         ctx.save_for_backward(x)
         ctx.approximate = approximate
-        xd = x._data
-        if approximate == "tanh":
-            return 0.5 * xd * (1 + np.tanh(_K_TANH * (xd + 0.044715 * xd ** 3)))
-        return 0.5 * xd * (1 + backend.kernels.erf(xd * _INV_SQRT2))
+        return backend.kernels.gelu(x._data, approximate)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
+        if not grad_mode.is_grad_enabled():  # no graph needed: the fused kernel
+            return Tensor._wrap(backend.kernels.gelu_backward(x._data, g._data, ctx.approximate)), None
         if ctx.approximate == "tanh":
             t = (_K_TANH * (x + 0.044715 * x * x * x)).tanh()
             return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _K_TANH * (1 + 3 * 0.044715 * x * x)), None

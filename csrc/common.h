@@ -1,0 +1,167 @@
+// Shared helpers for minitensor's kernels: ISA detection, OpenMP helpers, checked access to numpy arrays.
+//
+// Every kernel entry point validates what Python hands it (dtype, ndim, shapes, contiguity, writeability)
+// before touching memory, raising ValueError/TypeError that name the op and the shapes; then it releases
+// the GIL and runs. Kernels never read or write outside the arrays they were given.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace py = pybind11;
+
+namespace mt {
+
+using index_t = int64_t;
+
+#define MT_ALWAYS_INLINE inline __attribute__((always_inline))
+#if defined(__x86_64__) || defined(_M_X64)
+#define MT_X86 1
+#define MT_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define MT_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx2,fma")))
+#else
+#define MT_X86 0
+#endif
+
+// ---------------------------------------------------------------------------------------------- ISA
+enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
+
+Isa detected_isa();                  // what the CPU supports (cached after the first call)
+const char* isa_name(Isa isa);
+
+// ---------------------------------------------------------------------------------------------- threads
+inline int max_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+// Below this much work (in multiply-adds or element visits) a kernel stays on one thread: starting a
+// parallel region costs a few microseconds, more than small problems take.
+constexpr index_t kParallelGrain = 32 * 1024;
+
+// ---------------------------------------------------------------------------------------------- memory
+// 64-byte aligned scratch memory (packing buffers), freed on scope exit.
+template <class T>
+struct Scratch {
+    T* ptr = nullptr;
+    explicit Scratch(index_t n) {
+        if (n <= 0) return;
+        std::size_t bytes = (static_cast<std::size_t>(n) * sizeof(T) + 63) / 64 * 64;
+        ptr = static_cast<T*>(std::aligned_alloc(64, bytes));
+        if (!ptr) throw std::bad_alloc();
+    }
+    ~Scratch() { std::free(ptr); }
+    Scratch(const Scratch&) = delete;
+    Scratch& operator=(const Scratch&) = delete;
+};
+
+// ---------------------------------------------------------------------------------------------- errors
+inline std::string shape_str(const py::array& a) {
+    std::ostringstream s;
+    s << "(";
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+    if (a.ndim() == 1) s << ",";
+    s << ")";
+    return s.str();
+}
+
+[[noreturn]] inline void value_error(const std::string& msg) { throw py::value_error(msg); }
+[[noreturn]] inline void type_error(const std::string& msg) { throw py::type_error(msg); }
+
+// ---------------------------------------------------------------------------------------------- arrays
+// A strided view of a numpy array with element (not byte) strides, checked once at the boundary.
+template <class T>
+struct View {
+    T* data = nullptr;
+    std::vector<index_t> shape, strides;
+    index_t ndim() const { return static_cast<index_t>(shape.size()); }
+    index_t size() const {
+        index_t n = 1;
+        for (auto s : shape) n *= s;
+        return n;
+    }
+    bool contiguous() const {
+        if (size() == 0) return true;  // numpy gives empty arrays arbitrary strides
+        index_t expect = 1;
+        for (index_t i = ndim() - 1; i >= 0; --i) {
+            if (shape[i] != 1 && strides[i] != expect) return false;
+            expect *= shape[i];
+        }
+        return true;
+    }
+};
+
+template <class T>
+bool is_dtype(const py::array& a) {
+    return a.dtype().is(py::dtype::of<T>());
+}
+
+// Check dtype and alignment and take element strides. Arrays whose strides are not whole elements (or
+// whose data is misaligned) are rejected: the Python side hands such arrays over as aligned copies.
+template <class T>
+View<T> view_of(const py::array& a, const char* op, const char* name, bool writeable) {
+    if (!is_dtype<T>(a))
+        type_error(std::string(op) + ": " + name + " has dtype " + std::string(py::str(a.dtype())) +
+                   ", expected " + std::string(py::str(py::dtype::of<T>())));
+    if (writeable && !a.writeable()) value_error(std::string(op) + ": " + name + " is read-only");
+    View<T> v;
+    v.data = static_cast<T*>(const_cast<void*>(a.data()));
+    if (reinterpret_cast<std::uintptr_t>(v.data) % alignof(T) != 0)
+        value_error(std::string(op) + ": " + name + " is not aligned to its element size");
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) {
+        if (a.strides(i) % static_cast<py::ssize_t>(sizeof(T)) != 0)
+            value_error(std::string(op) + ": " + name + " has strides that are not a multiple of its element size");
+        v.shape.push_back(a.shape(i));
+        v.strides.push_back(a.strides(i) / static_cast<py::ssize_t>(sizeof(T)));
+    }
+    return v;
+}
+
+// A C-contiguous input: the array itself when it already is one, else a contiguous copy (made once).
+template <class T>
+py::array_t<T, py::array::c_style> contiguous_input(const py::array& a, const char* op, const char* name) {
+    if (!is_dtype<T>(a))
+        type_error(std::string(op) + ": " + name + " has dtype " + std::string(py::str(a.dtype())) +
+                   ", expected " + std::string(py::str(py::dtype::of<T>())));
+    return py::array_t<T, py::array::c_style>::ensure(a);
+}
+
+// An output buffer must be C-contiguous, writeable, of the right dtype and exactly the expected shape.
+template <class T>
+T* output_buffer(const py::array& a, const std::vector<index_t>& shape, const char* op, const char* name) {
+    View<T> v = view_of<T>(a, op, name, /*writeable=*/true);
+    if (v.shape != shape) {
+        std::ostringstream s;
+        s << op << ": " << name << " has shape " << shape_str(a) << ", expected (";
+        for (std::size_t i = 0; i < shape.size(); ++i) s << (i ? ", " : "") << shape[i];
+        s << (shape.size() == 1 ? ",)" : ")");
+        value_error(s.str());
+    }
+    if (!v.contiguous()) value_error(std::string(op) + ": " + name + " must be C-contiguous");
+    return v.data;
+}
+
+// Which floating type an array holds: float32 -> 0, float64 -> 1; anything else is a TypeError.
+inline int float_kind(const py::array& a, const char* op, const char* name) {
+    if (is_dtype<float>(a)) return 0;
+    if (is_dtype<double>(a)) return 1;
+    type_error(std::string(op) + ": " + name + " must be float32 or float64, got " + std::string(py::str(a.dtype())));
+}
+
+}  // namespace mt

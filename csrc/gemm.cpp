@@ -1,0 +1,283 @@
+// GEMM in the style of BLIS: cache blocking, packing of A and B panels, a register-blocked micro-kernel.
+//
+//   for jc in N step NC:            B panel (KC x NC) packed once, shared by all threads   -> L3
+//     for pc in K step KC:
+//       pack B(pc:pc+KC, jc:jc+NC) into NR-wide slivers
+//       for ic in M step MC:        A block (MC x KC) packed per thread                      -> L2
+//         for jr in NC step NR:     one B sliver (KC x NR)                                   -> L1
+//           for ir in MC step MR:   micro-kernel: an MR x NR tile of C in registers
+//
+// Packing reads A and B through their strides, so transposed, sliced, negatively strided or broadcast
+// (stride 0) operands cost nothing extra; it also zero-pads partial slivers so the micro-kernel always
+// runs full tiles. Threads split the ic loop (or, when M is one block, the jr loop); every element of C is
+// computed by one thread in the same k order whatever the thread count, so results are bitwise identical
+// for 1 or 2 threads.
+#include "gemm.h"
+
+#include <algorithm>
+
+#include "gemm_kernel.h"
+
+namespace mt {
+
+// ---------------------------------------------------------------------------------------------- blocking
+// Chosen for Zen 4 (L1d 32 KiB, L2 1 MiB per core, L3 32 MiB) and fine on other x86-64 parts:
+// - KC so that one B sliver (KC x NR) fills about half of L1 (16 KiB), leaving room for the A sliver;
+// - MC so that the packed A block (MC x KC) uses a quarter of L2 (256 KiB);
+// - NC so that the packed B panel (KC x NC) stays well inside a share of L3.
+// MR x NR register tiles: 6 x 2 vectors uses 12 accumulators + 2 B vectors + 1 broadcast (15 of 16 ymm;
+// 15 of 32 zmm): enough independent FMA chains to cover the 4-cycle FMA latency on two pipes.
+struct Blocking {
+    int MR, NR;
+    index_t KC, MC, NC;
+};
+
+template <class T>
+using MacroFn = void (*)(index_t, index_t, index_t, const T*, const T*, T*, index_t, index_t, T, T);
+
+template <class T>
+struct Impl {
+    MacroFn<T> macro;
+    Blocking blk;
+};
+
+#define MT_DEFINE_MACRO(NAME, TARGET, T, W, MR, NV)                                                          \
+    TARGET static void NAME(index_t mc, index_t nc, index_t kc, const T* Ap, const T* Bp, T* C, index_t rs_c,   \
+                            index_t cs_c, T alpha, T beta) {                                                  \
+        macro_kernel<T, W, MR, NV>(mc, nc, kc, Ap, Bp, C, rs_c, cs_c, alpha, beta);                           \
+    }
+
+#define MT_NO_TARGET
+MT_DEFINE_MACRO(macro_sse_f32, MT_NO_TARGET, float, 4, 4, 2)
+MT_DEFINE_MACRO(macro_sse_f64, MT_NO_TARGET, double, 2, 4, 2)
+#if MT_X86
+MT_DEFINE_MACRO(macro_avx2_f32, MT_TARGET_AVX2, float, 8, 6, 2)
+MT_DEFINE_MACRO(macro_avx2_f64, MT_TARGET_AVX2, double, 4, 6, 2)
+MT_DEFINE_MACRO(macro_avx512_f32, MT_TARGET_AVX512, float, 16, 6, 2)
+MT_DEFINE_MACRO(macro_avx512_f64, MT_TARGET_AVX512, double, 8, 6, 2)
+#endif
+
+template <class T>
+Impl<T> impl_for(Isa isa);
+
+template <>
+Impl<float> impl_for<float>(Isa isa) {
+#if MT_X86
+    if (isa == Isa::avx512) return {macro_avx512_f32, {6, 32, 128, 480, 4096}};
+    if (isa == Isa::avx2) return {macro_avx2_f32, {6, 16, 256, 240, 4096}};
+#endif
+    return {macro_sse_f32, {4, 8, 256, 128, 4096}};
+}
+
+template <>
+Impl<double> impl_for<double>(Isa isa) {
+#if MT_X86
+    if (isa == Isa::avx512) return {macro_avx512_f64, {6, 16, 128, 240, 4096}};
+    if (isa == Isa::avx2) return {macro_avx2_f64, {6, 8, 256, 120, 4096}};
+#endif
+    return {macro_sse_f64, {4, 4, 256, 64, 4096}};
+}
+
+// ---------------------------------------------------------------------------------------------- packing
+// A (mc x kc block) -> slivers of MR rows, k-major: Ap[s][k][i] = A(s*MR + i, k), zero past mc.
+template <class T>
+static void pack_a(index_t mc, index_t kc, const T* A, index_t rs, index_t cs, int MR, T* Ap) {
+    for (index_t s = 0; s < mc; s += MR) {
+        const index_t rows = std::min<index_t>(MR, mc - s);
+        T* out = Ap + s * kc;
+        for (index_t k = 0; k < kc; ++k) {
+            const T* col = A + s * rs + k * cs;
+            index_t i = 0;
+            for (; i < rows; ++i) out[k * MR + i] = col[i * rs];
+            for (; i < MR; ++i) out[k * MR + i] = T(0);
+        }
+    }
+}
+
+// B (kc x nc block), slivers [s0, s1) of NR columns, k-major: Bp[s][k][j] = B(k, s*NR + j), zero past nc.
+template <class T>
+static void pack_b(index_t kc, index_t nc, const T* B, index_t rs, index_t cs, int NR, T* Bp, index_t s0, index_t s1) {
+    for (index_t s = s0; s < s1; ++s) {
+        const index_t j0 = s * NR;
+        const index_t cols = std::min<index_t>(NR, nc - j0);
+        T* out = Bp + j0 * kc;
+        for (index_t k = 0; k < kc; ++k) {
+            const T* row = B + k * rs + j0 * cs;
+            index_t j = 0;
+            if (cs == 1)
+                for (; j < cols; ++j) out[k * NR + j] = row[j];
+            else
+                for (; j < cols; ++j) out[k * NR + j] = row[j * cs];
+            for (; j < NR; ++j) out[k * NR + j] = T(0);
+        }
+    }
+}
+
+template <class T>
+static void scale_c(index_t M, index_t N, T beta, T* C, index_t rs_c, index_t cs_c) {
+    for (index_t i = 0; i < M; ++i)
+        for (index_t j = 0; j < N; ++j) {
+            T* p = C + i * rs_c + j * cs_c;
+            *p = beta == T(0) ? T(0) : beta * *p;
+        }
+}
+
+static index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
+
+// ---------------------------------------------------------------------------------------------- driver
+template <class T>
+void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, T* C, index_t rs_c, index_t cs_c,
+          int threads, Isa isa) {
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == T(0)) {
+        scale_c(M, N, beta, C, rs_c, cs_c);
+        return;
+    }
+    const Impl<T> impl = impl_for<T>(isa);
+    const Blocking& b = impl.blk;
+    const index_t nc_max = std::min(b.NC, round_up(N, b.NR));
+    const index_t mc_max = std::min(b.MC, round_up(M, b.MR));
+    const index_t m_blocks = (M + b.MC - 1) / b.MC;
+    int nt = (threads > 1 && M * N * K >= 4 * kParallelGrain) ? threads : 1;
+    Scratch<T> bp(b.KC * nc_max);
+    Scratch<T> shared_a(m_blocks < nt ? b.KC * mc_max : 0);
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        Scratch<T> ap(m_blocks >= nt ? b.KC * mc_max : 0);
+        for (index_t jc = 0; jc < N; jc += b.NC) {
+            const index_t nc = std::min(b.NC, N - jc);
+            const index_t slivers = (nc + b.NR - 1) / b.NR;
+            for (index_t pc = 0; pc < K; pc += b.KC) {
+                const index_t kc = std::min(b.KC, K - pc);
+                const T beta_k = pc == 0 ? beta : T(1);
+                const T* Bblk = B.data + pc * B.rs + jc * B.cs;
+#pragma omp for schedule(static)
+                for (index_t s = 0; s < slivers; ++s) pack_b(kc, nc, Bblk, B.rs, B.cs, b.NR, bp.ptr, s, s + 1);
+                if (m_blocks >= nt) {
+                    // enough row blocks: each thread packs its own A blocks and runs them over all of B
+#pragma omp for schedule(static)
+                    for (index_t blk = 0; blk < m_blocks; ++blk) {
+                        const index_t ic = blk * b.MC;
+                        const index_t mc = std::min(b.MC, M - ic);
+                        pack_a(mc, kc, A.data + ic * A.rs + pc * A.cs, A.rs, A.cs, b.MR, ap.ptr);
+                        impl.macro(mc, nc, kc, ap.ptr, bp.ptr, C + ic * rs_c + jc * cs_c, rs_c, cs_c, alpha, beta_k);
+                    }
+                } else {
+                    // one row block (small M): pack A once, split the B slivers between threads
+                    for (index_t ic = 0; ic < M; ic += b.MC) {
+                        const index_t mc = std::min(b.MC, M - ic);
+#pragma omp single
+                        pack_a(mc, kc, A.data + ic * A.rs + pc * A.cs, A.rs, A.cs, b.MR, shared_a.ptr);
+#pragma omp for schedule(static)
+                        for (index_t s = 0; s < slivers; ++s) {
+                            const index_t j0 = s * b.NR;
+                            const index_t n = std::min<index_t>(b.NR, nc - j0);
+                            impl.macro(mc, n, kc, shared_a.ptr, bp.ptr + j0 * kc, C + ic * rs_c + (jc + j0) * cs_c,
+                                       rs_c, cs_c, alpha, beta_k);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+template void gemm<float>(index_t, index_t, index_t, float, Mat<float>, Mat<float>, float, float*, index_t, index_t, int,
+                          Isa);
+template void gemm<double>(index_t, index_t, index_t, double, Mat<double>, Mat<double>, double, double*, index_t,
+                           index_t, int, Isa);
+
+// ---------------------------------------------------------------------------------------------- batched
+// C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] over any number of batch dims (broadcast batch dims have
+// stride 0 in A or B). Many small products (attention: (B*H, S, D) @ (B*H, D, S)) run one per thread;
+// few big ones run one after another, each using all threads.
+template <class T>
+static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, bool ta, bool tb, T alpha, T beta, Isa isa) {
+    const index_t nd = c.ndim();
+    const index_t M = c.shape[nd - 2], N = c.shape[nd - 1];
+    const index_t K = ta ? a.shape[nd - 2] : a.shape[nd - 1];
+    Mat<T> A0{nullptr, a.strides[nd - 2], a.strides[nd - 1]};
+    Mat<T> B0{nullptr, b.strides[nd - 2], b.strides[nd - 1]};
+    if (ta) A0 = A0.transposed();
+    if (tb) B0 = B0.transposed();
+    index_t batch = 1;
+    for (index_t d = 0; d < nd - 2; ++d) batch *= c.shape[d];
+    if (batch == 0) return;
+    auto offsets = [&](index_t idx, index_t& oa, index_t& ob, index_t& oc) {
+        oa = ob = oc = 0;
+        for (index_t d = nd - 3; d >= 0; --d) {
+            const index_t i = idx % c.shape[d];
+            idx /= c.shape[d];
+            oa += i * a.strides[d];
+            ob += i * b.strides[d];
+            oc += i * c.strides[d];
+        }
+    };
+    const int threads = max_threads();
+    const bool per_thread = batch >= threads && threads > 1 && M * N * K < 64 * kParallelGrain &&
+                            batch * M * N * K >= kParallelGrain;
+#pragma omp parallel for schedule(static) if (per_thread)
+    for (index_t i = 0; i < batch; ++i) {
+        index_t oa, ob, oc;
+        offsets(i, oa, ob, oc);
+        gemm<T>(M, N, K, alpha, {a.data + oa, A0.rs, A0.cs}, {b.data + ob, B0.rs, B0.cs}, beta, c.data + oc,
+                c.strides[nd - 2], c.strides[nd - 1], per_thread ? 1 : threads, isa);
+    }
+}
+
+Isa parse_isa(const py::object& isa) {
+    const Isa best = detected_isa();
+    if (isa.is_none()) return best;
+    const std::string name = py::cast<std::string>(isa);
+    Isa want;
+    if (name == "avx512") want = Isa::avx512;
+    else if (name == "avx2") want = Isa::avx2;
+    else if (name == "scalar") want = Isa::scalar;
+    else value_error("gemm: isa must be 'avx512', 'avx2' or 'scalar', got '" + name + "'");
+    if (static_cast<int>(want) > static_cast<int>(best))
+        value_error("gemm: this CPU does not support isa '" + name + "' (best: " + isa_name(best) + ")");
+    return want;
+}
+
+template <class T>
+static void gemm_entry(const py::array& a, const py::array& b, const py::array& c, bool ta, bool tb, double alpha,
+                       double beta, Isa isa) {
+    View<T> va = view_of<T>(a, "gemm", "a", false), vb = view_of<T>(b, "gemm", "b", false);
+    View<T> vc = view_of<T>(c, "gemm", "c", true);
+    const index_t nd = vc.ndim();
+    auto fail = [&]() {
+        value_error("gemm: shapes a " + shape_str(a) + (ta ? " (transposed)" : "") + ", b " + shape_str(b) +
+                    (tb ? " (transposed)" : "") + " and c " + shape_str(c) +
+                    " do not fit C = op(A) @ op(B) with equal batch dims");
+    };
+    if (nd < 2 || va.ndim() != nd || vb.ndim() != nd) fail();
+    for (index_t d = 0; d < nd - 2; ++d)
+        if (va.shape[d] != vc.shape[d] || vb.shape[d] != vc.shape[d]) fail();
+    const index_t M = vc.shape[nd - 2], N = vc.shape[nd - 1];
+    const index_t am = ta ? va.shape[nd - 1] : va.shape[nd - 2], ak = ta ? va.shape[nd - 2] : va.shape[nd - 1];
+    const index_t bk = tb ? vb.shape[nd - 1] : vb.shape[nd - 2], bn = tb ? vb.shape[nd - 2] : vb.shape[nd - 1];
+    if (am != M || bn != N || ak != bk) fail();
+    for (index_t d = 0; d < nd; ++d)
+        if (vc.shape[d] > 1 && vc.strides[d] == 0) value_error("gemm: c must not have broadcast (zero-stride) dims");
+    py::gil_scoped_release release;
+    gemm_batched<T>(va, vb, vc, ta, tb, static_cast<T>(alpha), static_cast<T>(beta), isa);
+}
+
+void register_gemm(py::module_& m) {
+    m.def(
+        "gemm",
+        [](const py::array& a, const py::array& b, const py::array& c, bool trans_a, bool trans_b, double alpha,
+           double beta, const py::object& isa) {
+            const Isa chosen = parse_isa(isa);
+            const int kind = float_kind(c, "gemm", "c");
+            if (kind == 0) gemm_entry<float>(a, b, c, trans_a, trans_b, alpha, beta, chosen);
+            else gemm_entry<double>(a, b, c, trans_a, trans_b, alpha, beta, chosen);
+        },
+        py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false, py::arg("trans_b") = false,
+        py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("isa") = py::none(),
+        "c[...] = alpha * op(a[...]) @ op(b[...]) + beta * c[...] over equal batch dims; op = transpose when "
+        "trans_a / trans_b. a and b may have any strides (0 for broadcast batch dims); c is written in place.");
+}
+
+}  // namespace mt

@@ -1,0 +1,127 @@
+"""GEMM against float64 numpy on shapes that stress the blocking: 1, primes, sizes straddling MR/NR/KC/MC,
+size 0, long K; both dtypes, both transposes, strided/negative/broadcast operands, every ISA path, alpha/beta,
+and canaries around C (contiguous and strided)."""
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from .conftest import Canaried, rtol_for, supported_isas
+
+# sizes around the blocking parameters (MR 4/6, NR 8/16/32, KC 128/256, MC 120/240/480), primes, 0 and 1
+EDGE_SIZES = [0, 1, 2, 3, 5, 6, 7, 13, 16, 17, 31, 32, 33, 47, 97, 127, 128, 129, 241]
+sizes = st.sampled_from(EDGE_SIZES)
+
+
+def reference(a, b, ta, tb, alpha=1.0, beta=0.0, c0=None):
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    a64 = np.swapaxes(a64, -1, -2) if ta else a64
+    b64 = np.swapaxes(b64, -1, -2) if tb else b64
+    out = alpha * (a64 @ b64)
+    return out if beta == 0 else out + beta * c0.astype(np.float64)
+
+
+def bound(a, b, ta, tb, k, dtype):
+    """Elementwise error bound k * u * (|A| @ |B|) (+ a tiny absolute floor)."""
+    return rtol_for(dtype, k) * np.abs(reference(np.abs(a), np.abs(b), ta, tb)) + 1e-30
+
+
+def layout(rng, shape, dtype, kind):
+    """An operand of `shape` in a given memory layout, same values whatever the layout."""
+    base = rng.standard_normal(shape).astype(dtype)
+    if kind == "contiguous":
+        return base
+    if kind == "fortran":
+        return np.asfortranarray(base)
+    if kind == "strided":  # every other column of a wider array
+        wide = np.zeros(shape[:-1] + (2 * shape[-1] + 1,), dtype=dtype)
+        wide[..., : 2 * shape[-1]: 2] = base
+        return wide[..., : 2 * shape[-1]: 2]
+    if kind == "negative":
+        return np.flip(np.flip(base, -1).copy(), -1)
+    raise ValueError(kind)
+
+
+@given(m=sizes, n=sizes, k=st.sampled_from(EDGE_SIZES + [300, 1100]), dtype=st.sampled_from([np.float32, np.float64]),
+       ta=st.booleans(), tb=st.booleans(), la=st.sampled_from(["contiguous", "fortran", "strided", "negative"]),
+       lb=st.sampled_from(["contiguous", "fortran", "strided", "negative"]), isa=st.sampled_from(supported_isas()),
+       gap=st.sampled_from([0, 3]))
+@example(m=241, n=129, k=1100, dtype=np.float32, ta=False, tb=False, la="contiguous", lb="contiguous", isa="avx512", gap=0)
+@settings(max_examples=120)
+def test_gemm_matches_reference(C, m, n, k, dtype, ta, tb, la, lb, isa, gap):
+    if isa not in supported_isas():
+        isa = supported_isas()[-1]
+    rng = np.random.default_rng(m * 1000 + n * 10 + k)
+    a = layout(rng, (k, m) if ta else (m, k), dtype, la)
+    b = layout(rng, (n, k) if tb else (k, n), dtype, lb)
+    out = Canaried((m, n), dtype, gap=gap)
+    C.gemm(a, b, out.array, trans_a=ta, trans_b=tb, isa=isa)
+    out.check()
+    err = np.abs(out.array - reference(a, b, ta, tb))
+    assert (err <= bound(a, b, ta, tb, k, dtype)).all(), f"max error {err.max()}"
+
+
+@given(alpha=st.sampled_from([1.0, -0.5, 2.0]), beta=st.sampled_from([0.0, 1.0, 0.25]),
+       dtype=st.sampled_from([np.float32, np.float64]))
+def test_gemm_alpha_beta(C, alpha, beta, dtype):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((37, 300)).astype(dtype), rng.standard_normal((300, 19)).astype(dtype)
+    out = Canaried((37, 19), dtype)
+    c0 = rng.standard_normal((37, 19)).astype(dtype)
+    out.array[...] = c0
+    C.gemm(a, b, out.array, alpha=alpha, beta=beta)
+    out.check()
+    expected = reference(a, b, False, False, alpha, beta, c0)
+    np.testing.assert_allclose(out.array, expected, rtol=rtol_for(dtype, 300) * 10, atol=rtol_for(dtype, 300) * 30)
+
+
+def test_gemm_beta_zero_ignores_garbage_in_c(C):
+    a, b = np.ones((5, 4), np.float32), np.ones((4, 3), np.float32)
+    out = np.full((5, 3), np.nan, np.float32)
+    C.gemm(a, b, out)
+    np.testing.assert_array_equal(out, np.full((5, 3), 4.0, np.float32))
+
+
+@given(batch=st.sampled_from([(1,), (3,), (2, 3), (256,)]), m=st.sampled_from([1, 17, 65]),
+       k=st.sampled_from([1, 16, 64]), n=st.sampled_from([1, 17, 65]), broadcast=st.sampled_from(["none", "a", "b"]),
+       dtype=st.sampled_from([np.float32, np.float64]))
+@settings(max_examples=30)
+def test_batched_gemm_with_broadcast_batch_dims(C, batch, m, k, n, broadcast, dtype):
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((1,) * len(batch) + (m, k) if broadcast == "a" else batch + (m, k)).astype(dtype)
+    b = rng.standard_normal((1,) * len(batch) + (k, n) if broadcast == "b" else batch + (k, n)).astype(dtype)
+    out = Canaried(batch + (m, n), dtype)
+    C.gemm(np.broadcast_to(a, batch + (m, k)), np.broadcast_to(b, batch + (k, n)), out.array)
+    out.check()
+    err = np.abs(out.array - reference(a, b, False, False))
+    assert (err <= rtol_for(dtype, k) * np.abs(reference(np.abs(a), np.abs(b), False, False)) + 1e-30).all()
+
+
+def test_gemm_errors_name_op_and_shapes(C):
+    a, b = np.ones((3, 4), np.float32), np.ones((5, 2), np.float32)
+    with pytest.raises(ValueError, match=r"gemm: shapes a \(3, 4\).*b \(5, 2\).*c \(3, 2\)"):
+        C.gemm(a, b, np.empty((3, 2), np.float32))
+    with pytest.raises(TypeError, match="gemm: a has dtype float64, expected float32"):
+        C.gemm(a.astype(np.float64), np.ones((4, 2), np.float32), np.empty((3, 2), np.float32))
+    with pytest.raises(TypeError, match="must be float32 or float64"):
+        C.gemm(a, b, np.empty((3, 2), np.int64))
+    with pytest.raises(ValueError, match="read-only"):
+        C.gemm(a, np.ones((4, 2), np.float32), np.broadcast_to(np.empty((1, 2), np.float32), (3, 2)))
+    with pytest.raises(ValueError, match="does not support isa|isa must be"):
+        C.gemm(a, np.ones((4, 2), np.float32), np.empty((3, 2), np.float32), isa="avx1024")
+
+
+def test_gemm_refuses_misaligned_and_odd_strides(C):
+    raw = np.zeros(4 * 13 + 1, dtype=np.uint8)
+    misaligned = np.frombuffer(raw.data, dtype=np.float32, count=12, offset=1).reshape(3, 4)
+    with pytest.raises(ValueError, match="not aligned"):
+        C.gemm(misaligned, np.ones((4, 2), np.float32), np.empty((3, 2), np.float32))
+
+
+def test_native_matmul_copies_misaligned_inputs_once():
+    from minitensor.backend import native
+
+    raw = np.zeros(4 * 13 + 1, dtype=np.uint8)
+    misaligned = np.frombuffer(raw.data, dtype=np.float32, count=12, offset=1).reshape(3, 4)
+    b = np.arange(8, dtype=np.float32).reshape(4, 2)
+    np.testing.assert_array_equal(native.matmul(misaligned, b), misaligned @ b)

@@ -1,0 +1,89 @@
+"""Thread safety and determinism: results are bitwise identical for 1 and 2 threads (every kernel, the
+reductions included: they sum fixed-size chunks in a fixed order), and kernels called from several Python
+threads at once (the GIL is released inside) give correct results."""
+import threading
+
+import numpy as np
+import pytest
+
+import minitensor as mt
+
+from .conftest import _C
+
+
+def run_all(C, rng_seed=0):
+    rng = np.random.default_rng(rng_seed)
+    out = {}
+    a, b = rng.standard_normal((300, 257)).astype(np.float32), rng.standard_normal((257, 190)).astype(np.float32)
+    c = np.empty((300, 190), np.float32)
+    C.gemm(a, b, c)
+    out["gemm"] = c
+    q, k = rng.standard_normal((256, 17, 16)).astype(np.float32), rng.standard_normal((256, 16, 17)).astype(np.float32)
+    s = np.empty((256, 17, 17), np.float32)
+    C.gemm(q, k, s)
+    out["batched"] = s
+    x = rng.standard_normal((4096, 65)).astype(np.float32)
+    y = np.empty_like(x)
+    C.softmax_forward(x, y)
+    out["softmax"] = y.copy()
+    dx = np.empty_like(x)
+    C.softmax_backward(y, x, dx)
+    out["softmax_backward"] = dx
+    w, bias = rng.standard_normal(65).astype(np.float32), rng.standard_normal(65).astype(np.float32)
+    ln, mean, rstd = np.empty_like(x), np.empty(4096, np.float32), np.empty(4096, np.float32)
+    C.layer_norm_forward(x, w, bias, 1e-5, ln, mean, rstd)
+    out["layer_norm"] = ln
+    gx, gw, gb = np.empty_like(x), np.empty(65, np.float32), np.empty(65, np.float32)
+    C.layer_norm_backward(y, x, mean, rstd, w, gx, gw, gb)
+    out.update(ln_dx=gx, ln_dw=gw, ln_db=gb)
+    img, wt = rng.standard_normal((16, 3, 12, 12)).astype(np.float32), rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    conv = np.empty((16, 8, 12, 12), np.float32)
+    C.conv2d_forward(img, wt, None, [1, 1], [1, 1], [1, 1], conv)
+    out["conv"] = conv
+    cdx, cdw, cdb = np.empty_like(img), np.empty_like(wt), np.empty(8, np.float32)
+    C.conv2d_backward(conv, img, wt, [1, 1], [1, 1], [1, 1], cdx, cdw, cdb)
+    out.update(conv_dx=cdx, conv_dw=cdw, conv_db=cdb)
+    return out
+
+
+def test_one_and_two_threads_give_bitwise_identical_results(C):
+    if not C.info()["openmp"]:
+        pytest.skip("built without OpenMP: kernels are single-threaded, nothing to compare")
+    before = mt.get_num_threads()
+    try:
+        mt.set_num_threads(1)
+        single = run_all(C)
+        mt.set_num_threads(2)
+        double = run_all(C)
+    finally:
+        mt.set_num_threads(before)
+    for name in single:
+        np.testing.assert_array_equal(single[name], double[name], err_msg=f"{name} depends on the thread count")
+
+
+def test_kernels_from_several_python_threads(C):
+    expected = run_all(C, rng_seed=7)
+    results, errors = [None] * 4, []
+
+    def worker(i):
+        try:
+            results[i] = run_all(C, rng_seed=7)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for r in results:
+        for name in expected:
+            np.testing.assert_array_equal(r[name], expected[name])
+
+
+def test_set_num_threads_validates():
+    with pytest.raises(ValueError, match="positive"):
+        mt.set_num_threads(0)
+    if _C is not None:
+        assert mt.backend_info()["threads"] == mt.get_num_threads()
