@@ -14,11 +14,53 @@
 // for 1 or 2 threads.
 #include "gemm.h"
 
-#include <algorithm>
+#include <immintrin.h>
 
-#include "gemm_kernel.h"
+#include <algorithm>
+#include <chrono>
+#include <cstring>
 
 namespace mt {
+
+template <class T, int W>
+struct VecT;
+template <>
+struct VecT<float, 4> { typedef float type __attribute__((vector_size(16))); };
+template <>
+struct VecT<float, 8> { typedef float type __attribute__((vector_size(32))); };
+template <>
+struct VecT<float, 16> { typedef float type __attribute__((vector_size(64))); };
+template <>
+struct VecT<double, 2> { typedef double type __attribute__((vector_size(16))); };
+template <>
+struct VecT<double, 4> { typedef double type __attribute__((vector_size(32))); };
+template <>
+struct VecT<double, 8> { typedef double type __attribute__((vector_size(64))); };
+
+// The same kernel source, compiled once per ISA (see gemm_kernel.h).
+namespace isa_base {
+#define MT_KERNEL_ISA 0
+#include "gemm_kernel.h"
+#undef MT_KERNEL_ISA
+}  // namespace isa_base
+#if MT_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace isa_avx2 {
+#define MT_KERNEL_ISA 1
+#include "gemm_kernel.h"
+#undef MT_KERNEL_ISA
+}  // namespace isa_avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx2,fma")
+namespace isa_avx512 {
+#define MT_KERNEL_ISA 2
+#include "gemm_kernel.h"
+#undef MT_KERNEL_ISA
+}  // namespace isa_avx512
+#pragma GCC pop_options
+#endif
 
 // ---------------------------------------------------------------------------------------------- blocking
 // Chosen for Zen 4 (L1d 32 KiB, L2 1 MiB per core, L3 32 MiB) and fine on other x86-64 parts:
@@ -33,7 +75,8 @@ struct Blocking {
 };
 
 template <class T>
-using MacroFn = void (*)(index_t, index_t, index_t, const T*, const T*, T*, index_t, index_t, T, T);
+using MacroFn = void (*)(index_t, index_t, index_t, const T*, bool, index_t, index_t, const T*, T*, index_t, index_t, T,
+                         T);
 
 template <class T>
 struct Impl {
@@ -41,41 +84,25 @@ struct Impl {
     Blocking blk;
 };
 
-#define MT_DEFINE_MACRO(NAME, TARGET, T, W, MR, NV)                                                          \
-    TARGET static void NAME(index_t mc, index_t nc, index_t kc, const T* Ap, const T* Bp, T* C, index_t rs_c,   \
-                            index_t cs_c, T alpha, T beta) {                                                  \
-        macro_kernel<T, W, MR, NV>(mc, nc, kc, Ap, Bp, C, rs_c, cs_c, alpha, beta);                           \
-    }
-
-#define MT_NO_TARGET
-MT_DEFINE_MACRO(macro_sse_f32, MT_NO_TARGET, float, 4, 4, 2)
-MT_DEFINE_MACRO(macro_sse_f64, MT_NO_TARGET, double, 2, 4, 2)
-#if MT_X86
-MT_DEFINE_MACRO(macro_avx2_f32, MT_TARGET_AVX2, float, 8, 6, 2)
-MT_DEFINE_MACRO(macro_avx2_f64, MT_TARGET_AVX2, double, 4, 6, 2)
-MT_DEFINE_MACRO(macro_avx512_f32, MT_TARGET_AVX512, float, 16, 6, 2)
-MT_DEFINE_MACRO(macro_avx512_f64, MT_TARGET_AVX512, double, 8, 6, 2)
-#endif
-
 template <class T>
 Impl<T> impl_for(Isa isa);
 
 template <>
 Impl<float> impl_for<float>(Isa isa) {
 #if MT_X86
-    if (isa == Isa::avx512) return {macro_avx512_f32, {6, 32, 128, 480, 4096}};
-    if (isa == Isa::avx2) return {macro_avx2_f32, {6, 16, 256, 240, 4096}};
+    if (isa == Isa::avx512) return {isa_avx512::macro_kernel<float, 16, 6, 2>, {6, 32, 128, 480, 4096}};
+    if (isa == Isa::avx2) return {isa_avx2::macro_kernel<float, 8, 6, 2>, {6, 16, 256, 240, 4096}};
 #endif
-    return {macro_sse_f32, {4, 8, 256, 128, 4096}};
+    return {isa_base::macro_kernel<float, 4, 4, 2>, {4, 8, 256, 128, 4096}};
 }
 
 template <>
 Impl<double> impl_for<double>(Isa isa) {
 #if MT_X86
-    if (isa == Isa::avx512) return {macro_avx512_f64, {6, 16, 128, 240, 4096}};
-    if (isa == Isa::avx2) return {macro_avx2_f64, {6, 8, 256, 120, 4096}};
+    if (isa == Isa::avx512) return {isa_avx512::macro_kernel<double, 8, 6, 2>, {6, 16, 128, 240, 4096}};
+    if (isa == Isa::avx2) return {isa_avx2::macro_kernel<double, 4, 6, 2>, {6, 8, 256, 120, 4096}};
 #endif
-    return {macro_sse_f64, {4, 4, 256, 64, 4096}};
+    return {isa_base::macro_kernel<double, 2, 4, 2>, {4, 4, 256, 64, 4096}};
 }
 
 // ---------------------------------------------------------------------------------------------- packing
@@ -125,6 +152,41 @@ static void scale_c(index_t M, index_t N, T beta, T* C, index_t rs_c, index_t cs
 static index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
 
 // ---------------------------------------------------------------------------------------------- driver
+// Packing buffers for one thread running blocking `b` on problems up to M x N.
+template <class T>
+struct Workspace {
+    Scratch<T> a, b;
+    Workspace(const Blocking& blk, index_t M, index_t N)
+        : a(blk.KC * std::min(blk.MC, round_up(M, blk.MR))), b(blk.KC * std::min(blk.NC, round_up(N, blk.NR))) {}
+};
+
+// The blocked loops on the calling thread, with buffers from the caller (a batch reuses one workspace).
+template <class T>
+static void gemm_serial(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, T* C, index_t rs_c,
+                        index_t cs_c, const Impl<T>& impl, const Blocking& b, Workspace<T>& ws) {
+    // Packing A pays when each A sliver is reused across many B slivers and must stream from L2 in order;
+    // for a product with few column slivers (attention's 17 x 16 @ 16 x 17) reading A in place is cheaper.
+    const bool pack_a_first = N > 2 * b.NR;
+    for (index_t jc = 0; jc < N; jc += b.NC) {
+        const index_t nc = std::min(b.NC, N - jc);
+        for (index_t pc = 0; pc < K; pc += b.KC) {
+            const index_t kc = std::min(b.KC, K - pc);
+            pack_b(kc, nc, B.data + pc * B.rs + jc * B.cs, B.rs, B.cs, b.NR, ws.b.ptr, 0, (nc + b.NR - 1) / b.NR);
+            for (index_t ic = 0; ic < M; ic += b.MC) {
+                const index_t mc = std::min(b.MC, M - ic);
+                const T* Ablk = A.data + ic * A.rs + pc * A.cs;
+                const T beta_k = pc == 0 ? beta : T(1);
+                if (pack_a_first) {
+                    pack_a(mc, kc, Ablk, A.rs, A.cs, b.MR, ws.a.ptr);
+                    impl.macro(mc, nc, kc, ws.a.ptr, true, 0, 0, ws.b.ptr, C + ic * rs_c + jc * cs_c, rs_c, cs_c, alpha, beta_k);
+                } else {
+                    impl.macro(mc, nc, kc, Ablk, false, A.rs, A.cs, ws.b.ptr, C + ic * rs_c + jc * cs_c, rs_c, cs_c, alpha, beta_k);
+                }
+            }
+        }
+    }
+}
+
 template <class T>
 void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, T* C, index_t rs_c, index_t cs_c,
           int threads, Isa isa) {
@@ -134,15 +196,27 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
         return;
     }
     const Impl<T> impl = impl_for<T>(isa);
-    const Blocking& b = impl.blk;
+    Blocking b = impl.blk;
+    const int nt = (threads > 1 && M * N * K >= 4 * kParallelGrain) ? threads : 1;
+    if (nt == 1) {  // no parallel region at all: small problems do not pay for thread start-up
+        Workspace<T> ws(b, M, N);
+        gemm_serial(M, N, K, alpha, A, B, beta, C, rs_c, cs_c, impl, b, ws);
+        return;
+    }
+    // Row blocks of equal size, their count a multiple of the thread count, so no thread idles: M = 1024
+    // with MC = 480 would give blocks of 480, 480, 64 (one thread doing 960 rows); this gives 4 x 256.
+    index_t m_blocks = (M + b.MC - 1) / b.MC;
+    if (m_blocks * b.MC >= static_cast<index_t>(nt) * b.MR * 8) {
+        m_blocks = (m_blocks + nt - 1) / nt * nt;
+        b.MC = round_up((M + m_blocks - 1) / m_blocks, b.MR);
+        m_blocks = (M + b.MC - 1) / b.MC;
+    }
     const index_t nc_max = std::min(b.NC, round_up(N, b.NR));
     const index_t mc_max = std::min(b.MC, round_up(M, b.MR));
-    const index_t m_blocks = (M + b.MC - 1) / b.MC;
-    int nt = (threads > 1 && M * N * K >= 4 * kParallelGrain) ? threads : 1;
     Scratch<T> bp(b.KC * nc_max);
     Scratch<T> shared_a(m_blocks < nt ? b.KC * mc_max : 0);
 
-#pragma omp parallel num_threads(nt) if (nt > 1)
+#pragma omp parallel num_threads(nt)
     {
         Scratch<T> ap(m_blocks >= nt ? b.KC * mc_max : 0);
         for (index_t jc = 0; jc < N; jc += b.NC) {
@@ -161,7 +235,8 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
                         const index_t ic = blk * b.MC;
                         const index_t mc = std::min(b.MC, M - ic);
                         pack_a(mc, kc, A.data + ic * A.rs + pc * A.cs, A.rs, A.cs, b.MR, ap.ptr);
-                        impl.macro(mc, nc, kc, ap.ptr, bp.ptr, C + ic * rs_c + jc * cs_c, rs_c, cs_c, alpha, beta_k);
+                        impl.macro(mc, nc, kc, ap.ptr, true, 0, 0, bp.ptr, C + ic * rs_c + jc * cs_c, rs_c, cs_c, alpha,
+                                   beta_k);
                     }
                 } else {
                     // one row block (small M): pack A once, split the B slivers between threads
@@ -173,8 +248,8 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
                         for (index_t s = 0; s < slivers; ++s) {
                             const index_t j0 = s * b.NR;
                             const index_t n = std::min<index_t>(b.NR, nc - j0);
-                            impl.macro(mc, n, kc, shared_a.ptr, bp.ptr + j0 * kc, C + ic * rs_c + (jc + j0) * cs_c,
-                                       rs_c, cs_c, alpha, beta_k);
+                            impl.macro(mc, n, kc, shared_a.ptr, true, 0, 0, bp.ptr + j0 * kc,
+                                       C + ic * rs_c + (jc + j0) * cs_c, rs_c, cs_c, alpha, beta_k);
                         }
                     }
                 }
@@ -215,14 +290,35 @@ static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, b
         }
     };
     const int threads = max_threads();
-    const bool per_thread = batch >= threads && threads > 1 && M * N * K < 64 * kParallelGrain &&
-                            batch * M * N * K >= kParallelGrain;
-#pragma omp parallel for schedule(static) if (per_thread)
-    for (index_t i = 0; i < batch; ++i) {
-        index_t oa, ob, oc;
-        offsets(i, oa, ob, oc);
-        gemm<T>(M, N, K, alpha, {a.data + oa, A0.rs, A0.cs}, {b.data + ob, B0.rs, B0.cs}, beta, c.data + oc,
-                c.strides[nd - 2], c.strides[nd - 1], per_thread ? 1 : threads, isa);
+    if (M * N * K >= 64 * kParallelGrain || batch == 1) {  // big products: one after another, all threads each
+        for (index_t i = 0; i < batch; ++i) {
+            index_t oa, ob, oc;
+            offsets(i, oa, ob, oc);
+            gemm<T>(M, N, K, alpha, {a.data + oa, A0.rs, A0.cs}, {b.data + ob, B0.rs, B0.cs}, beta, c.data + oc,
+                    c.strides[nd - 2], c.strides[nd - 1], threads, isa);
+        }
+        return;
+    }
+    // many small products: whole products per thread, each thread reusing one packing workspace
+    const Impl<T> impl = impl_for<T>(isa);
+    if (K <= 0 || alpha == T(0)) {
+        for (index_t i = 0; i < batch; ++i) {
+            index_t oa, ob, oc;
+            offsets(i, oa, ob, oc);
+            scale_c(M, N, beta, c.data + oc, c.strides[nd - 2], c.strides[nd - 1]);
+        }
+        return;
+    }
+#pragma omp parallel if (threads > 1 && batch * M * N * K >= kParallelGrain)
+    {
+        Workspace<T> ws(impl.blk, M, N);
+#pragma omp for schedule(static)
+        for (index_t i = 0; i < batch; ++i) {
+            index_t oa, ob, oc;
+            offsets(i, oa, ob, oc);
+            gemm_serial<T>(M, N, K, alpha, {a.data + oa, A0.rs, A0.cs}, {b.data + ob, B0.rs, B0.cs}, beta,
+                           c.data + oc, c.strides[nd - 2], c.strides[nd - 1], impl, impl.blk, ws);
+        }
     }
 }
 
@@ -264,7 +360,37 @@ static void gemm_entry(const py::array& a, const py::array& b, const py::array& 
     gemm_batched<T>(va, vb, vc, ta, tb, static_cast<T>(alpha), static_cast<T>(beta), isa);
 }
 
+// Peak FLOP/s of this machine for one ISA and dtype, measured with fma_probe on `threads` threads.
+static double peak_gflops(bool f64, Isa isa, int threads) {
+    double (*probe)(index_t) = nullptr;
+#if MT_X86
+    if (isa == Isa::avx512) probe = f64 ? isa_avx512::fma_probe<double, 8> : isa_avx512::fma_probe<float, 16>;
+    else if (isa == Isa::avx2) probe = f64 ? isa_avx2::fma_probe<double, 4> : isa_avx2::fma_probe<float, 8>;
+#endif
+    if (!probe) probe = f64 ? isa_base::fma_probe<double, 2> : isa_base::fma_probe<float, 4>;
+    const index_t iterations = 20'000'000;
+    probe(iterations / 10);  // warm up (clock ramps, pages)
+    double flops = 0, seconds = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : flops) reduction(max : seconds)
+    {
+        const auto t0 = std::chrono::steady_clock::now();
+        flops += probe(iterations);
+        seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    return flops / seconds / 1e9;
+}
+
 void register_gemm(py::module_& m) {
+    m.def(
+        "peak_gflops",
+        [](const std::string& dtype, const py::object& isa, int threads) {
+            const Isa chosen = parse_isa(isa);
+            if (dtype != "float32" && dtype != "float64") value_error("peak_gflops: dtype must be 'float32' or 'float64'");
+            py::gil_scoped_release release;
+            return peak_gflops(dtype == "float64", chosen, std::max(threads, 1));
+        },
+        py::arg("dtype") = "float32", py::arg("isa") = py::none(), py::arg("threads") = 1,
+        "Measured peak GFLOP/s (independent FMA chains in registers) for a dtype and ISA on `threads` threads.");
     m.def(
         "gemm",
         [](const py::array& a, const py::array& b, const py::array& c, bool trans_a, bool trans_b, double alpha,

@@ -1,42 +1,52 @@
 // The GEMM micro-kernel and macro-kernel, written once as templates over (type, vector width, MR, NV).
 //
-// They use GCC vector extensions, not ISA intrinsics: gemm.cpp instantiates them inside functions marked
-// __attribute__((target("avx2,fma"))) or target("avx512f,...") (and once for the x86-64 baseline, SSE2),
-// and the compiler emits the vector FMAs of that ISA. So there is one micro-kernel, not one per ISA, and
-// the module needs no -march flag: the dispatcher picks the instantiation the CPU supports.
+// gemm.cpp includes this file once per ISA, each time inside `#pragma GCC target(...)` and its own
+// namespace (MT_KERNEL_ISA = 0 for the x86-64 baseline, 1 for AVX2+FMA, 2 for AVX-512), so the same
+// source is compiled into three sets of kernels and the module needs no -march flag: the dispatcher picks
+// the set the CPU supports. The arithmetic uses GCC vector extensions; only the broadcast names an
+// intrinsic (GCC 12 expands a generic 512-bit splat through the stack).
 //
 // Micro-kernel: C[MR x NR] = alpha * A_sliver (MR x kc, packed k-major) @ B_sliver (kc x NR, packed k-major)
 // + beta * C, with NR = NV vectors of W elements. The MR x NV accumulators stay in registers; each k step
 // loads NV vectors of B, broadcasts MR scalars of A and issues MR*NV fused multiply-adds.
-#pragma once
+#ifndef MT_KERNEL_ISA
+#error "gemm_kernel.h is included by gemm.cpp with MT_KERNEL_ISA set"
+#endif
 
-#include <algorithm>
-#include <cstring>
+// All lanes = x: one broadcast instruction of this ISA.
+template <class V>
+MT_ALWAYS_INLINE V splat(float x) {
+#if MT_KERNEL_ISA == 2
+    return (V)_mm512_set1_ps(x);
+#elif MT_KERNEL_ISA == 1
+    return (V)_mm256_set1_ps(x);
+#else
+    return (V)_mm_set1_ps(x);
+#endif
+}
+template <class V>
+MT_ALWAYS_INLINE V splat(double x) {
+#if MT_KERNEL_ISA == 2
+    return (V)_mm512_set1_pd(x);
+#elif MT_KERNEL_ISA == 1
+    return (V)_mm256_set1_pd(x);
+#else
+    return (V)_mm_set1_pd(x);
+#endif
+}
 
-#include "common.h"
-
-namespace mt {
-
-template <class T, int W>
-struct VecT;
-template <>
-struct VecT<float, 4> { typedef float type __attribute__((vector_size(16))); };
-template <>
-struct VecT<float, 8> { typedef float type __attribute__((vector_size(32))); };
-template <>
-struct VecT<float, 16> { typedef float type __attribute__((vector_size(64))); };
-template <>
-struct VecT<double, 2> { typedef double type __attribute__((vector_size(16))); };
-template <>
-struct VecT<double, 4> { typedef double type __attribute__((vector_size(32))); };
-template <>
-struct VecT<double, 8> { typedef double type __attribute__((vector_size(64))); };
-
+// A is read through strides: element (i, k) of the sliver is a[i * a_rs + k * a_cs]; a packed sliver has
+// (a_rs, a_cs) = (1, MR), an unpacked row-major A (lda, 1). Rows past m (an edge tile) re-read row m - 1,
+// so nothing outside A is touched; their results are never stored.
 template <class T, int W, int MR, int NV>
-MT_ALWAYS_INLINE void micro_kernel(index_t kc, const T* __restrict a, const T* __restrict b, T* c, index_t rs_c,
-                                   index_t cs_c, index_t m, index_t n, T alpha, T beta) {
+MT_ALWAYS_INLINE void micro_kernel(index_t kc, const T* __restrict a, index_t a_rs, index_t a_cs,
+                                   const T* __restrict b, T* c, index_t rs_c, index_t cs_c, index_t m, index_t n,
+                                   T alpha, T beta) {
     typedef typename VecT<T, W>::type V;
     constexpr int NR = NV * W;
+    const T* row[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) row[i] = a + (i < m ? i : m - 1) * a_rs;
     V acc[MR][NV];
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
@@ -48,11 +58,10 @@ MT_ALWAYS_INLINE void micro_kernel(index_t kc, const T* __restrict a, const T* _
         for (int j = 0; j < NV; ++j) std::memcpy(&bv[j], b + j * W, sizeof(V));
 #pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
-            const V ai = V{} + a[i];
+            const V ai = splat<V>(row[i][k * a_cs]);
 #pragma GCC unroll 4
             for (int j = 0; j < NV; ++j) acc[i][j] += ai * bv[j];
         }
-        a += MR;
         b += NR;
     }
     if (m == MR && n == NR && cs_c == 1) {  // a full tile of row-major C: vector stores
@@ -76,29 +85,59 @@ MT_ALWAYS_INLINE void micro_kernel(index_t kc, const T* __restrict a, const T* _
     alignas(64) T tile[MR * NR];
     for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NV; ++j) std::memcpy(tile + i * NR + j * W, &acc[i][j], sizeof(V));
-    for (index_t i = 0; i < m; ++i)
-        for (index_t j = 0; j < n; ++j) {
-            T* p = c + i * rs_c + j * cs_c;
-            *p = beta != T(0) ? alpha * tile[i * NR + j] + beta * *p : alpha * tile[i * NR + j];
-        }
+    for (index_t i = 0; i < m; ++i) {
+        const T* t = tile + i * NR;
+        T* row = c + i * rs_c;
+        if (cs_c == 1 && beta == T(0))  // the common edge: contiguous rows, vectorizable
+            for (index_t j = 0; j < n; ++j) row[j] = alpha * t[j];
+        else if (cs_c == 1)
+            for (index_t j = 0; j < n; ++j) row[j] = alpha * t[j] + beta * row[j];
+        else
+            for (index_t j = 0; j < n; ++j) {
+                T* p = row + j * cs_c;
+                *p = beta != T(0) ? alpha * t[j] + beta * *p : alpha * t[j];
+            }
+    }
 }
 
-// C[mc x nc] (+)= alpha * Ap @ Bp over one packed block: Ap holds ceil(mc/MR) slivers of MR x kc, Bp holds
-// ceil(nc/NR) slivers of kc x NR. Loop order (jr outer, ir inner) keeps one B sliver in L1 while the A
-// slivers stream from L2, as in BLIS.
+// C[mc x nc] (+)= alpha * A @ Bp over one block: Bp holds ceil(nc/NR) packed slivers of kc x NR; A is either
+// packed (ceil(mc/MR) slivers of MR x kc) or, when !packed, read in place with strides (a_rs, a_cs). Loop
+// order (jr outer, ir inner) keeps one B sliver in L1 while the A slivers stream from L2, as in BLIS.
 template <class T, int W, int MR, int NV>
-MT_ALWAYS_INLINE void macro_kernel(index_t mc, index_t nc, index_t kc, const T* Ap, const T* Bp, T* C, index_t rs_c,
-                                   index_t cs_c, T alpha, T beta) {
+void macro_kernel(index_t mc, index_t nc, index_t kc, const T* A, bool packed, index_t a_rs, index_t a_cs,
+                  const T* Bp, T* C, index_t rs_c, index_t cs_c, T alpha, T beta) {
     constexpr int NR = NV * W;
     for (index_t jr = 0; jr < nc; jr += NR) {
         const index_t n = std::min<index_t>(NR, nc - jr);
         const T* b = Bp + (jr / NR) * NR * kc;
         for (index_t ir = 0; ir < mc; ir += MR) {
             const index_t m = std::min<index_t>(MR, mc - ir);
-            micro_kernel<T, W, MR, NV>(kc, Ap + (ir / MR) * MR * kc, b, C + ir * rs_c + jr * cs_c, rs_c, cs_c, m, n,
-                                       alpha, beta);
+            const T* a = packed ? A + (ir / MR) * MR * kc : A + ir * a_rs;
+            micro_kernel<T, W, MR, NV>(kc, a, packed ? 1 : a_rs, packed ? MR : a_cs, b, C + ir * rs_c + jr * cs_c,
+                                       rs_c, cs_c, m, n, alpha, beta);
         }
     }
 }
 
-}  // namespace mt
+
+// The machine's peak, measured: `chains` independent FMA dependency chains of vectors that stay in
+// registers, enough to cover the FMA latency on every pipe. Returns the FLOPs done (2 per lane per FMA).
+template <class T, int W>
+double fma_probe(index_t iterations) {
+    typedef typename VecT<T, W>::type V;
+    constexpr int chains = 12;
+    V acc[chains];
+    const V mul = splat<V>(T(0.999999)), add = splat<V>(T(1e-7));
+#pragma GCC unroll 12
+    for (int c = 0; c < chains; ++c) acc[c] = splat<V>(T(1) + T(c) * T(1e-3));
+    for (index_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 12
+        for (int c = 0; c < chains; ++c) acc[c] = acc[c] * mul + add;
+    }
+    T keep = 0;
+    for (int c = 0; c < chains; ++c)
+        for (int l = 0; l < W; ++l) keep += acc[c][l];
+    volatile T sink = keep;  // keep the loop from being optimised away
+    (void)sink;
+    return 2.0 * chains * W * static_cast<double>(iterations);
+}

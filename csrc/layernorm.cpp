@@ -12,65 +12,11 @@
 #include <cmath>
 
 #include "common.h"
-#include "vmath.h"
+#include "row_kernels.h"
 
 namespace mt {
 
 constexpr index_t kChunkRows = 32;
-
-template <class T>
-MT_ALWAYS_INLINE void ln_forward_rows_impl(index_t r0, index_t r1, index_t n, const T* x, const T* w, const T* b, T eps,
-                                           T* y, T* mean, T* rstd) {
-    for (index_t r = r0; r < r1; ++r) {
-        const T* xr = x + r * n;
-        T* yr = y + r * n;
-        const T mu = lane_sum<T>(n, [&](index_t j) { return xr[j]; }) / T(n);
-        const T var = lane_sum<T>(n, [&](index_t j) { return (xr[j] - mu) * (xr[j] - mu); }) / T(n);
-        const T rs = T(1) / std::sqrt(var + eps);
-        mean[r] = mu;
-        rstd[r] = rs;
-        if (w && b)
-            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rs * w[j] + b[j];
-        else if (w)
-            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rs * w[j];
-        else if (b)
-            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rs + b[j];
-        else
-            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rs;
-    }
-}
-MT_ISA_DISPATCH(ln_forward_rows, (index_t r0, index_t r1, index_t n, const T* x, const T* w, const T* b, T eps, T* y,
-                                  T* mean, T* rstd),
-                (r0, r1, n, x, w, b, eps, y, mean, rstd))
-
-// dx for rows [r0, r1); and, when pw/pb are given, this chunk's partial sums of g * xhat and g.
-template <class T>
-MT_ALWAYS_INLINE void ln_backward_rows_impl(index_t r0, index_t r1, index_t n, const T* g, const T* x, const T* mean,
-                                            const T* rstd, const T* w, T* dx, T* pw, T* pb) {
-    const T inv_n = T(1) / T(n);
-    for (index_t r = r0; r < r1; ++r) {
-        const T *gr = g + r * n, *xr = x + r * n;
-        T* dr = dx + r * n;
-        const T mu = mean[r], rs = rstd[r];
-        T a, c;
-        if (w) {
-            a = lane_sum<T>(n, [&](index_t j) { return gr[j] * w[j]; }) * inv_n;
-            c = lane_sum<T>(n, [&](index_t j) { return gr[j] * w[j] * (xr[j] - mu) * rs; }) * inv_n;
-            for (index_t j = 0; j < n; ++j) dr[j] = rs * (gr[j] * w[j] - a - (xr[j] - mu) * rs * c);
-        } else {
-            a = lane_sum<T>(n, [&](index_t j) { return gr[j]; }) * inv_n;
-            c = lane_sum<T>(n, [&](index_t j) { return gr[j] * (xr[j] - mu) * rs; }) * inv_n;
-            for (index_t j = 0; j < n; ++j) dr[j] = rs * (gr[j] - a - (xr[j] - mu) * rs * c);
-        }
-        if (pw) {
-            for (index_t j = 0; j < n; ++j) pw[j] += gr[j] * (xr[j] - mu) * rs;
-            for (index_t j = 0; j < n; ++j) pb[j] += gr[j];
-        }
-    }
-}
-MT_ISA_DISPATCH(ln_backward_rows, (index_t r0, index_t r1, index_t n, const T* g, const T* x, const T* mean,
-                                   const T* rstd, const T* w, T* dx, T* pw, T* pb),
-                (r0, r1, n, g, x, mean, rstd, w, dx, pw, pb))
 
 static std::vector<index_t> shape_of(const py::array& a) {
     return std::vector<index_t>(a.shape(), a.shape() + a.ndim());
@@ -102,7 +48,7 @@ static void forward(const py::array& x_in, const py::object& w_in, const py::obj
     T* mean = output_buffer<T>(mean_out, row_shape, "layer_norm", "mean");
     T* rstd = output_buffer<T>(rstd_out, row_shape, "layer_norm", "rstd");
     const T* xp = x.data();
-    auto fn = ln_forward_rows_for<T>(detected_isa());
+    auto fn = row_kernels<T>(detected_isa()).ln_forward;
     const T e = static_cast<T>(eps);
     py::gil_scoped_release release;
     const index_t blocks = (rows + kChunkRows - 1) / kChunkRows;
@@ -130,7 +76,7 @@ static void backward(const py::array& g_in, const py::array& x_in, const py::arr
     T* dw = w ? output_buffer<T>(py::cast<py::array>(dw_out), {n}, "layer_norm_backward", "dweight") : nullptr;
     T* db = w ? output_buffer<T>(py::cast<py::array>(db_out), {n}, "layer_norm_backward", "dbias") : nullptr;
     const T *gp = g.data(), *xp = x.data(), *mp = mean.data(), *rp = rstd.data();
-    auto fn = ln_backward_rows_for<T>(detected_isa());
+    auto fn = row_kernels<T>(detected_isa()).ln_backward;
     py::gil_scoped_release release;
     const index_t chunks = (rows + kChunkRows - 1) / kChunkRows;
     std::vector<T> partial(w ? static_cast<std::size_t>(2 * chunks * n) : 0, T(0));

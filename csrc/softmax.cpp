@@ -9,85 +9,13 @@
 // depend on the thread count. x, y, g, dx are C-contiguous (the Python side copies once if needed); the mask
 // is read through its strides, so a (S, S) causal mask or a (B, 1, 1, S) padding mask is never expanded.
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "common.h"
-#include "vmath.h"
+#include "row_kernels.h"
 
 namespace mt {
-
-// Maps a row of x (an index over all dims but the last) to the element offset of that row in a strided array.
-struct RowIndexer {
-    index_t nd = 0;
-    index_t shape[16] = {}, stride[16] = {};
-    index_t col_stride = 1;
-    index_t offset(index_t r) const {
-        index_t off = 0;
-        for (index_t d = nd - 1; d >= 0; --d) {
-            off += (r % shape[d]) * stride[d];
-            r /= shape[d];
-        }
-        return off;
-    }
-};
-
-template <class T>
-MT_ALWAYS_INLINE void softmax_rows_impl(index_t r0, index_t r1, index_t n, const T* x, T* y, const T* mask,
-                                        const RowIndexer& mi, bool log) {
-    const T nan = std::numeric_limits<T>::quiet_NaN();
-    for (index_t r = r0; r < r1; ++r) {
-        const T* xr = x + r * n;
-        T* yr = y + r * n;
-        const T* mr = mask ? mask + mi.offset(r) : nullptr;
-        const index_t ms = mi.col_stride;
-        T m;
-        if (!mr) m = lane_max<T>(n, [&](index_t j) { return xr[j]; });
-        else if (ms == 1) m = lane_max<T>(n, [&](index_t j) { return xr[j] + mr[j]; });
-        else m = lane_max<T>(n, [&](index_t j) { return xr[j] + mr[j * ms]; });
-        if (m == -std::numeric_limits<T>::infinity()) {  // fully masked row
-            for (index_t j = 0; j < n; ++j) yr[j] = nan;
-            continue;
-        }
-        if (!mr)
-            for (index_t j = 0; j < n; ++j) yr[j] = exp_nonpos(xr[j] - m);
-        else if (ms == 1)
-            for (index_t j = 0; j < n; ++j) yr[j] = exp_nonpos(xr[j] + mr[j] - m);
-        else
-            for (index_t j = 0; j < n; ++j) yr[j] = exp_nonpos(xr[j] + mr[j * ms] - m);
-        const T s = lane_sum<T>(n, [&](index_t j) { return yr[j]; });
-        if (!log) {
-            const T inv = T(1) / s;
-            for (index_t j = 0; j < n; ++j) yr[j] *= inv;
-        } else {
-            const T shift = m + std::log(s);
-            if (!mr)
-                for (index_t j = 0; j < n; ++j) yr[j] = xr[j] - shift;
-            else
-                for (index_t j = 0; j < n; ++j) yr[j] = xr[j] + mr[j * ms] - shift;
-        }
-    }
-}
-MT_ISA_DISPATCH(softmax_rows, (index_t r0, index_t r1, index_t n, const T* x, T* y, const T* mask, const RowIndexer& mi,
-                               bool log),
-                (r0, r1, n, x, y, mask, mi, log))
-
-template <class T>
-MT_ALWAYS_INLINE void softmax_back_rows_impl(index_t r0, index_t r1, index_t n, const T* y, const T* g, T* dx, bool log) {
-    for (index_t r = r0; r < r1; ++r) {
-        const T* yr = y + r * n;
-        const T* gr = g + r * n;
-        T* dr = dx + r * n;
-        if (!log) {
-            const T dot = lane_sum<T>(n, [&](index_t j) { return gr[j] * yr[j]; });
-            for (index_t j = 0; j < n; ++j) dr[j] = yr[j] * (gr[j] - dot);
-        } else {
-            const T sg = lane_sum<T>(n, [&](index_t j) { return gr[j]; });
-            for (index_t j = 0; j < n; ++j) dr[j] = gr[j] - exp_nonpos(yr[j]) * sg;
-        }
-    }
-}
-MT_ISA_DISPATCH(softmax_back_rows, (index_t r0, index_t r1, index_t n, const T* y, const T* g, T* dx, bool log),
-                (r0, r1, n, y, g, dx, log))
 
 // Run fn(r0, r1) over row blocks, in parallel when there is enough work.
 template <class F>
@@ -129,7 +57,7 @@ static void forward(const py::array& x_in, const py::array& y_out, const py::obj
         mask = mv.data;
     }
     const T* xp = x.data();
-    auto fn = softmax_rows_for<T>(isa);
+    auto fn = row_kernels<T>(isa).softmax;
     py::gil_scoped_release release;
     for_row_blocks(rows, n, [&](index_t r0, index_t r1) { fn(r0, r1, n, xp, y, mask, mi, log); });
 }
@@ -146,7 +74,7 @@ static void backward(const py::array& y_in, const py::array& g_in, const py::arr
     const index_t n = y.shape(y.ndim() - 1);
     const index_t rows = n ? y.size() / n : 0;
     const T *yp = y.data(), *gp = g.data();
-    auto fn = softmax_back_rows_for<T>(isa);
+    auto fn = row_kernels<T>(isa).softmax_back;
     py::gil_scoped_release release;
     for_row_blocks(rows, n, [&](index_t r0, index_t r1) { fn(r0, r1, n, yp, gp, dx, log); });
 }
