@@ -5,15 +5,20 @@
 //   forward:  out[n] (OC, OH*OW) = W (OC, C*kh*kw) @ cols[n] + b
 //   backward: dW = sum_n g[n] @ cols[n]^T,  db = sum over n, oh, ow of g,  dx[n] = col2im(W^T @ g[n])
 //
-// Images are independent, so threads take whole images (each writes only its own outputs). dW and db sum
-// over images: in chunks of a fixed number of images, added in chunk order, so results do not depend on
-// the thread count. Every index into x and dx is range-checked against the padding, never clamped.
+// Images are processed one at a time, so an image's columns (C*kh*kw x OH*OW) stay in L2 between im2col and
+// the GEMM that reads them (a batch-wide layout, one big GEMM, measured twice as slow: its columns spill to
+// L3). Threads take whole images (each writes only its own outputs). dW and db sum over images: in chunks of
+// a fixed number of images, added in chunk order, so results do not depend on the thread count. Every
+// index into x and dx is range-checked against the padding, never clamped.
 #include <algorithm>
+#include <cstring>
 
 #include "common.h"
 #include "gemm.h"
 
 namespace mt {
+
+constexpr index_t kChunkImages = 4;  // images per partial sum of dW and db
 
 struct Geometry {
     index_t C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
@@ -21,15 +26,25 @@ struct Geometry {
     index_t L() const { return OH * OW; }
 };
 
-constexpr index_t kChunkImages = 4;
+// The output columns ow whose input column iw = ow * sw - pw + j * dw falls inside [0, W): [lo, hi).
+static void valid_columns(const Geometry& g, index_t j, index_t& lo, index_t& hi) {
+    const index_t offset = j * g.dw - g.pw;  // iw = ow * sw + offset
+    lo = offset >= 0 ? 0 : (-offset + g.sw - 1) / g.sw;
+    hi = offset >= g.W ? 0 : std::min(g.OW, (g.W - 1 - offset) / g.sw + 1);
+    if (hi < lo) hi = lo;
+}
 
+// Image n's columns: row r = (c, i, j) at cols + r * row_stride. For the (N, C*kh*kw, L) layout of the
+// im2col kernel row_stride = L; for the batch layout (C*kh*kw, N, L) that conv2d uses, row_stride = N * L.
 template <class T>
-static void im2col_image(const T* x, const Geometry& g, T* cols) {
-    const index_t L = g.L();
-    for (index_t c = 0; c < g.C; ++c)
-        for (index_t i = 0; i < g.kh; ++i)
-            for (index_t j = 0; j < g.kw; ++j) {
-                T* row = cols + ((c * g.kh + i) * g.kw + j) * L;
+static void im2col_image(const T* x, const Geometry& g, T* cols, index_t row_stride) {
+    for (index_t j = 0; j < g.kw; ++j) {
+        index_t lo, hi;
+        valid_columns(g, j, lo, hi);
+        const index_t offset = j * g.dw - g.pw;
+        for (index_t c = 0; c < g.C; ++c)
+            for (index_t i = 0; i < g.kh; ++i) {
+                T* row = cols + ((c * g.kh + i) * g.kw + j) * row_stride;
                 for (index_t oh = 0; oh < g.OH; ++oh) {
                     const index_t ih = oh * g.sh - g.ph + i * g.dh;
                     T* out = row + oh * g.OW;
@@ -37,31 +52,34 @@ static void im2col_image(const T* x, const Geometry& g, T* cols) {
                         std::fill(out, out + g.OW, T(0));
                         continue;
                     }
-                    const T* in = x + (c * g.H + ih) * g.W;
-                    for (index_t ow = 0; ow < g.OW; ++ow) {
-                        const index_t iw = ow * g.sw - g.pw + j * g.dw;
-                        out[ow] = (iw >= 0 && iw < g.W) ? in[iw] : T(0);
-                    }
+                    const T* in = x + (c * g.H + ih) * g.W;  // in[ow * sw + offset] is valid for lo <= ow < hi
+                    std::fill(out, out + lo, T(0));
+                    if (g.sw == 1 && hi > lo)
+                        std::memcpy(out + lo, in + lo + offset, (hi - lo) * sizeof(T));
+                    else
+                        for (index_t ow = lo; ow < hi; ++ow) out[ow] = in[ow * g.sw + offset];
+                    std::fill(out + hi, out + g.OW, T(0));
                 }
             }
+    }
 }
 
 template <class T>
-static void col2im_image(const T* cols, const Geometry& g, T* x) {
-    const index_t L = g.L();
+static void col2im_image(const T* cols, const Geometry& g, T* x, index_t row_stride) {
     std::fill(x, x + g.C * g.H * g.W, T(0));
     for (index_t c = 0; c < g.C; ++c)
         for (index_t i = 0; i < g.kh; ++i)
             for (index_t j = 0; j < g.kw; ++j) {
-                const T* row = cols + ((c * g.kh + i) * g.kw + j) * L;
+                index_t lo, hi;
+                valid_columns(g, j, lo, hi);
+                const index_t offset = j * g.dw - g.pw;
+                const T* row = cols + ((c * g.kh + i) * g.kw + j) * row_stride;
                 for (index_t oh = 0; oh < g.OH; ++oh) {
                     const index_t ih = oh * g.sh - g.ph + i * g.dh;
                     if (ih < 0 || ih >= g.H) continue;
                     T* out = x + (c * g.H + ih) * g.W;
-                    for (index_t ow = 0; ow < g.OW; ++ow) {
-                        const index_t iw = ow * g.sw - g.pw + j * g.dw;
-                        if (iw >= 0 && iw < g.W) out[iw] += row[oh * g.OW + ow];
-                    }
+                    const T* in = row + oh * g.OW;
+                    for (index_t ow = lo; ow < hi; ++ow) out[ow * g.sw + offset] += in[ow];
                 }
             }
 }
@@ -113,7 +131,7 @@ static void conv_forward(const py::array& x_in, const py::array& w_in, const py:
         Scratch<T> cols(CKK * L);
 #pragma omp for schedule(static)
         for (index_t n = 0; n < N; ++n) {
-            im2col_image(xp + n * g.C * g.H * g.W, g, cols.ptr);
+            im2col_image(xp + n * g.C * g.H * g.W, g, cols.ptr, L);
             T* on = out + n * OC * L;
             gemm<T>(OC, L, CKK, T(1), {wp, CKK, 1}, {cols.ptr, L, 1}, T(0), on, L, 1, inner, isa);
             if (b)
@@ -154,7 +172,7 @@ static void conv_backward(const py::array& g_in, const py::array& x_in, const py
             for (index_t n = 0; n < N; ++n) {
                 gemm<T>(CKK, L, OC, T(1), Mat<T>{wp, CKK, 1}.transposed(), {gp + n * OC * L, L, 1}, T(0), dcols.ptr, L, 1,
                         inner, isa);
-                col2im_image(dcols.ptr, g, dx + n * CHW);
+                col2im_image(dcols.ptr, g, dx + n * CHW, L);
             }
         }
     }
@@ -169,9 +187,11 @@ static void conv_backward(const py::array& g_in, const py::array& x_in, const py
                 for (index_t n = c * kChunkImages; n < std::min(N, (c + 1) * kChunkImages); ++n) {
                     const T* gn = gp + n * OC * L;
                     if (dw) {
-                        im2col_image(xp + n * CHW, g, cols.ptr);
-                        gemm<T>(OC, CKK, L, T(1), {gn, L, 1}, Mat<T>{cols.ptr, L, 1}.transposed(),
-                                n == c * kChunkImages ? T(0) : T(1), pw.data() + c * OC * CKK, CKK, 1, inner, isa);
+                        im2col_image(xp + n * CHW, g, cols.ptr, L);
+                        // as dW^T (CKK x OC) = cols @ g^T, written transposed into (OC, CKK): CKK rows and OC
+                        // columns fill the register tiles better than OC rows (often 32 or 64) do
+                        gemm<T>(CKK, OC, L, T(1), {cols.ptr, L, 1}, Mat<T>{gn, L, 1}.transposed(),
+                                n == c * kChunkImages ? T(0) : T(1), pw.data() + c * OC * CKK, 1, CKK, inner, isa);
                     }
                     if (db)
                         for (index_t o = 0; o < OC; ++o) {
@@ -205,7 +225,7 @@ static void im2col_entry(const py::array& x_in, index_t kh, index_t kw, const st
     const T* xp = x.data();
     py::gil_scoped_release release;
 #pragma omp parallel for schedule(static) if (N > 1 && N * g.ckk() * g.L() >= kParallelGrain && max_threads() > 1)
-    for (index_t n = 0; n < N; ++n) im2col_image(xp + n * g.C * g.H * g.W, g, out + n * g.ckk() * g.L());
+    for (index_t n = 0; n < N; ++n) im2col_image(xp + n * g.C * g.H * g.W, g, out + n * g.ckk() * g.L(), g.L());
 }
 
 template <class T>
@@ -223,7 +243,7 @@ static void col2im_entry(const py::array& cols_in, const std::vector<index_t>& x
     const T* cp = cols.data();
     py::gil_scoped_release release;
 #pragma omp parallel for schedule(static) if (N > 1 && N * g.ckk() * g.L() >= kParallelGrain && max_threads() > 1)
-    for (index_t n = 0; n < N; ++n) col2im_image(cp + n * g.ckk() * g.L(), g, out + n * g.C * g.H * g.W);
+    for (index_t n = 0; n < N; ++n) col2im_image(cp + n * g.ckk() * g.L(), g, out + n * g.C * g.H * g.W, g.L());
 }
 
 void register_conv(py::module_& m) {

@@ -107,11 +107,21 @@ Impl<double> impl_for<double>(Isa isa) {
 
 // ---------------------------------------------------------------------------------------------- packing
 // A (mc x kc block) -> slivers of MR rows, k-major: Ap[s][k][i] = A(s*MR + i, k), zero past mc.
+// The loop order follows A's layout so the source is read contiguously: row-major A row by row.
 template <class T>
 static void pack_a(index_t mc, index_t kc, const T* A, index_t rs, index_t cs, int MR, T* Ap) {
     for (index_t s = 0; s < mc; s += MR) {
         const index_t rows = std::min<index_t>(MR, mc - s);
         T* out = Ap + s * kc;
+        if (cs == 1) {
+            for (index_t i = 0; i < rows; ++i) {
+                const T* row = A + (s + i) * rs;
+                for (index_t k = 0; k < kc; ++k) out[k * MR + i] = row[k];
+            }
+            for (index_t i = rows; i < MR; ++i)
+                for (index_t k = 0; k < kc; ++k) out[k * MR + i] = T(0);
+            continue;
+        }
         for (index_t k = 0; k < kc; ++k) {
             const T* col = A + s * rs + k * cs;
             index_t i = 0;
@@ -122,12 +132,23 @@ static void pack_a(index_t mc, index_t kc, const T* A, index_t rs, index_t cs, i
 }
 
 // B (kc x nc block), slivers [s0, s1) of NR columns, k-major: Bp[s][k][j] = B(k, s*NR + j), zero past nc.
+// Row-major B is copied row by row; column-major B (a transposed view, rs == 1) column by column, so a
+// transposed operand is read contiguously instead of with a stride of a whole row per element.
 template <class T>
 static void pack_b(index_t kc, index_t nc, const T* B, index_t rs, index_t cs, int NR, T* Bp, index_t s0, index_t s1) {
     for (index_t s = s0; s < s1; ++s) {
         const index_t j0 = s * NR;
         const index_t cols = std::min<index_t>(NR, nc - j0);
         T* out = Bp + j0 * kc;
+        if (rs == 1 && cs != 1) {
+            for (index_t j = 0; j < cols; ++j) {
+                const T* col = B + (j0 + j) * cs;
+                for (index_t k = 0; k < kc; ++k) out[k * NR + j] = col[k];
+            }
+            for (index_t j = cols; j < NR; ++j)
+                for (index_t k = 0; k < kc; ++k) out[k * NR + j] = T(0);
+            continue;
+        }
         for (index_t k = 0; k < kc; ++k) {
             const T* row = B + k * rs + j0 * cs;
             index_t j = 0;
