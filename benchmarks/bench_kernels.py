@@ -43,10 +43,15 @@ def timeit(fn, min_time=0.05):
 
 
 def race(contenders, rounds):
-    """{name: median seconds per call}, contenders alternating within each round."""
+    """{name: median seconds per call}, contenders alternating within each round.
+
+    Between contenders the process idles briefly: OpenBLAS, PyTorch's OpenMP and ours each keep worker threads
+    spinning for a while after a call, and on a 2-core machine those spinning threads would steal the cores
+    from whoever runs next (measured: up to 100x slower mid-size GEMMs without the pause)."""
     times = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
+            time.sleep(0.05)
             times[name].append(timeit(fn))
     return {name: statistics.median(v) for name, v in times.items()}
 
