@@ -375,6 +375,7 @@ static void gemm_entry(const py::array& a, const py::array& b, const py::array& 
     const index_t am = ta ? va.shape[nd - 1] : va.shape[nd - 2], ak = ta ? va.shape[nd - 2] : va.shape[nd - 1];
     const index_t bk = tb ? vb.shape[nd - 1] : vb.shape[nd - 2], bn = tb ? vb.shape[nd - 2] : vb.shape[nd - 1];
     if (am != M || bn != N || ak != bk) fail();
+    if (vc.size() == 0) return;  // nothing to write (and numpy gives empty arrays arbitrary strides)
     for (index_t d = 0; d < nd; ++d)
         if (vc.shape[d] > 1 && vc.strides[d] == 0) value_error("gemm: c must not have broadcast (zero-stride) dims");
     py::gil_scoped_release release;

@@ -1,9 +1,11 @@
-"""Neural-network ops that have fused kernels: softmax, log_softmax, layer_norm.
+"""Neural-network ops: softmax, log_softmax, layer_norm (fused kernels), embedding and dropout.
 
 Their backward has two paths. Without create_graph (grad mode off inside backward: the usual case) it calls
 the fused backward kernel of the active backend. With create_graph it spells the same formula in Tensor ops,
 so the gradient can itself be differentiated. Tests hold the two paths equal.
 """
+import numpy as np
+
 from .. import backend
 from ..autograd import grad_mode
 from ..autograd.function import Function
@@ -12,11 +14,12 @@ from ._util import normalize_dim
 
 
 class Softmax(Function):
-    """y = exp(x - max) / sum(exp(x - max)) over the last dim;  d/dx: y * (g - sum(g * y))."""
+    """y = exp(x + mask - max) / sum(exp(x + mask - max)) over the last dim (mask: an optional additive array,
+    -inf where a position must get no weight);  d/dx: y * (g - sum(g * y))."""
 
     @staticmethod
-    def forward(ctx, x):
-        y = Tensor._wrap(backend.kernels.softmax(x._data))
+    def forward(ctx, x, mask):
+        y = Tensor._wrap(backend.kernels.softmax(x._data, mask))
         ctx.save_for_backward(y)
         return y
 
@@ -24,8 +27,8 @@ class Softmax(Function):
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
         if grad_mode.is_grad_enabled():
-            return y * (g - (g * y).sum(dim=-1, keepdim=True))
-        return Tensor._wrap(backend.kernels.softmax_backward(y._data, g._data))
+            return y * (g - (g * y).sum(dim=-1, keepdim=True)), None
+        return Tensor._wrap(backend.kernels.softmax_backward(y._data, g._data)), None
 
 
 class LogSoftmax(Function):
@@ -96,16 +99,26 @@ def _layer_norm_backward_composite(g, x, weight, eps):
 def _last_dim_op(fn, x, dim, op):
     if x.dtype.kind != "f":
         raise TypeError(f"{op}: input must be floating point, got {x.dtype}")
+    args = (None,) if fn is Softmax else ()
     if x.ndim == 0:
-        return fn.apply(x.reshape(1)).reshape(())
+        return fn.apply(x.reshape(1), *args).reshape(())
     d = normalize_dim(dim, x.ndim, op)
     if d == x.ndim - 1:
-        return fn.apply(x)
-    return fn.apply(x.transpose(d, -1)).transpose(d, -1)
+        return fn.apply(x, *args)
+    return fn.apply(x.transpose(d, -1), *args).transpose(d, -1)
 
 
-def softmax(x, dim):
-    return _last_dim_op(Softmax, x, dim, "softmax")
+def softmax(x, dim, mask=None):
+    """softmax over `dim`; `mask` (last-dim ops only): an additive float array broadcastable to x."""
+    if mask is None:
+        return _last_dim_op(Softmax, x, dim, "softmax")
+    if normalize_dim(dim, x.ndim, "softmax") != x.ndim - 1:
+        raise ValueError("softmax: a mask is supported for the last dim only")
+    try:
+        np.broadcast_shapes(np.shape(mask), x.shape)
+    except ValueError:
+        raise ValueError(f"softmax: mask of shape {np.shape(mask)} does not broadcast to {tuple(x.shape)}") from None
+    return Softmax.apply(x, np.asarray(mask, dtype=x.dtype))
 
 
 def log_softmax(x, dim):
@@ -135,3 +148,64 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     b = bias.reshape(n) if bias is not None and k != 1 else bias
     y = LayerNorm.apply(flat, w, b, eps)
     return y.reshape(x.shape) if k != 1 else y
+
+
+class Embedding(Function):
+    """y = weight[indices];  the gradient adds each g row into the weight row it came from (repeated indices
+    add up), except the padding row, which gets none."""
+
+    @staticmethod
+    def forward(ctx, weight, indices, padding_idx):
+        ctx.indices, ctx.padding_idx, ctx.shape = indices, padding_idx, weight.shape
+        return weight._data[indices]
+
+    @staticmethod
+    def backward(ctx, g):
+        from .shape import IndexAdd
+
+        if ctx.padding_idx is not None:
+            keep = (ctx.indices != ctx.padding_idx)[..., None].astype(g.dtype)
+            g = g * Tensor._wrap(keep)
+        return IndexAdd.apply(g, (ctx.indices,), ctx.shape), None, None
+
+
+def embedding(input, weight, padding_idx=None):
+    """input: integer indices of any shape (...); weight: (num_embeddings, D) -> (..., D)."""
+    idx = input._data if isinstance(input, Tensor) else np.asarray(input)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be an integer tensor, got {idx.dtype}")
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got {tuple(weight.shape)}")
+    n = weight.shape[0]
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(f"embedding: indices must be in [0, {n}), got values in [{idx.min()}, {idx.max()}]")
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx += n
+    return Embedding.apply(weight, idx.astype(np.int64, copy=False), padding_idx)
+
+
+class Dropout(Function):
+    """y = x * mask / (1 - p), mask ~ Bernoulli(1 - p);  dy/dx = mask / (1 - p)."""
+
+    @staticmethod
+    def forward(ctx, x, scaled_mask):
+        ctx.scaled_mask = scaled_mask
+        return x._data * scaled_mask
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * Tensor._wrap(ctx.scaled_mask), None
+
+
+def dropout(x, p=0.5, training=True, generator=None):
+    """Zero each element with probability p (from minitensor's seeded generator) and scale the rest by 1/(1-p)."""
+    from ..random import get_generator
+
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: probability must be between 0 and 1, got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    keep = get_generator(generator).random(x.shape, np.dtype(np.float64)) >= p
+    return Dropout.apply(x, (keep / (1.0 - p)).astype(x.dtype))

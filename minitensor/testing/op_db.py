@@ -424,3 +424,206 @@ def get(name):
         if info.name == name:
             return info
     raise KeyError(f"no op named {name!r} in the registry")
+
+
+# ---------------------------------------------------------------------------- nn.functional ops and losses
+def _F():
+    from minitensor.nn import functional
+
+    return functional
+
+
+@st.composite
+def _linear_sample(draw, max_dims=3):
+    lead = draw(mts.shapes(0, 2, 0, 3))
+    n_in, n_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    arrays = (draw(mts.arrays(lead + (n_in,))), draw(mts.arrays((n_out, n_in))))
+    if draw(st.booleans()):
+        arrays += (draw(mts.arrays((n_out,))),)
+    return Sample(arrays, {})
+
+
+@st.composite
+def _embedding_sample(draw, max_dims=3):
+    n, d = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    idx_shape = draw(mts.shapes(1, 2, 1, 4))
+    seed = draw(st.integers(0, 2**32 - 1))
+    ids = np.random.default_rng(seed).integers(0, n, idx_shape)
+    # no padding_idx here: its row's gradient is zero by definition, not the derivative finite differences see
+    # (tests/nn checks padding against PyTorch instead)
+    return Sample((draw(mts.arrays((n, d))),), {"ids": ids, "padding_idx": None})
+
+
+@st.composite
+def _class_sample(draw, max_dims=3, probs=False):
+    n, c = draw(st.integers(1, 4)), draw(st.integers(2, 5))
+    extra = tuple(draw(st.lists(st.integers(1, 3), max_size=1)))
+    logits = draw(mts.arrays((n, c) + extra, -3, 3))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    kw = {"reduction": draw(st.sampled_from(["mean", "sum", "none"])),
+          "weight": rng.uniform(0.5, 2.0, c) if draw(st.booleans()) else None}
+    if probs:
+        p = rng.uniform(0.1, 1.0, (n, c) + extra)
+        kw["target"] = p / p.sum(axis=1, keepdims=True)
+    else:
+        target = rng.integers(0, c, (n,) + extra)
+        if draw(st.booleans()) and target.size > 1:
+            target.flat[0] = -100  # an ignored position
+        kw["target"] = target
+    return Sample((logits,), kw)
+
+
+def _np_log_softmax(x, axis):
+    s = x - x.max(axis=axis, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=axis, keepdims=True))
+
+
+def _np_nll(logp, target, weight, reduction, ignore_index=-100):
+    c = logp.shape[1]
+    ignored = target == ignore_index
+    safe = np.where(ignored, 0, target)
+    picked = -np.take_along_axis(logp, safe[:, None], axis=1)[:, 0]
+    w = (weight[safe] if weight is not None else np.ones(safe.shape)) * ~ignored
+    loss = picked * w
+    return loss.sum() / w.sum() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
+
+
+def _np_cross_entropy(x, target, weight, reduction, label_smoothing=0.0):
+    logp = _np_log_softmax(x, 1)
+    c = x.shape[1]
+    if target.dtype.kind == "f":
+        t = target * (1 - label_smoothing) + label_smoothing / c
+        w = weight.reshape((1, c) + (1,) * (x.ndim - 2)) if weight is not None else 1.0
+        loss = -(logp * t * w).sum(axis=1)
+        return loss.sum() / loss.size if reduction == "mean" else loss.sum() if reduction == "sum" else loss
+    nll = _np_nll(logp, target, weight, reduction)
+    if label_smoothing == 0:
+        return nll
+    ignored = target == -100
+    w = weight.reshape((1, c) + (1,) * (x.ndim - 2)) if weight is not None else 1.0
+    smooth = np.where(ignored, 0.0, -(logp * w).sum(axis=1))
+    if reduction == "mean":
+        denom = weight[np.where(ignored, 0, target)][~ignored].sum() if weight is not None else (~ignored).sum()
+        smooth = smooth.sum() / denom
+    elif reduction == "sum":
+        smooth = smooth.sum()
+    return (1 - label_smoothing) * nll + smooth * label_smoothing / c
+
+
+def _t_opt(v):
+    return None if v is None else _torch().from_numpy(np.asarray(v))
+
+
+@st.composite
+def _bce_sample(draw, max_dims=3):
+    shape = draw(mts.shapes(1, 2, 1, 4))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    kw = {"target": rng.uniform(0, 1, shape), "reduction": draw(st.sampled_from(["mean", "sum", "none"])),
+          "pos_weight": rng.uniform(0.5, 3, shape[-1:]) if draw(st.booleans()) else None}
+    return Sample((draw(mts.arrays(shape, -4, 4)),), kw)
+
+
+def _np_bce(x, target, reduction, pos_weight):
+    lw = 1 + (pos_weight - 1) * target if pos_weight is not None else 1.0
+    loss = (1 - target) * x + lw * (np.log1p(np.exp(-np.abs(x))) + np.maximum(-x, 0))
+    return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
+
+
+@st.composite
+def _sdpa_sample(draw, max_dims=3):
+    batch = tuple(draw(st.lists(st.integers(1, 2), max_size=2)))
+    L, S, E, Ev = (draw(st.integers(1, 4)) for _ in range(4))
+    arrays = tuple(draw(mts.arrays(batch + s)) for s in ((L, E), (S, E), (S, Ev)))
+    kind = draw(st.sampled_from(["none", "causal", "bool", "float"]))
+    kw = {"is_causal": kind == "causal" and L == S}
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    if kind == "bool":
+        m = rng.random((L, S)) < 0.7
+        m[:, 0] = True  # every query keeps at least one key
+        kw["attn_mask"] = m
+    elif kind == "float":
+        kw["attn_mask"] = rng.uniform(-1, 1, (L, S))
+    return Sample(arrays, kw)
+
+
+def _np_sdpa(q, k, v, attn_mask=None, is_causal=False):
+    scores = q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])
+    if is_causal:
+        scores = scores + np.triu(np.full(scores.shape[-2:], -np.inf), 1)
+    elif attn_mask is not None:
+        scores = scores + (np.where(attn_mask, 0.0, -np.inf) if attn_mask.dtype == np.bool_ else attn_mask)
+    e = np.exp(scores - scores.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)) @ v
+
+
+def _with_key_mask(sample):
+    """A padding-style additive mask over the last dim: about 30% of positions -inf, never the first."""
+    n = sample.arrays[0].shape[-1]
+    mask = np.where(np.random.default_rng(sample.arrays[0].size).random(n) < 0.3, -np.inf, 0.0)
+    mask[0] = 0.0
+    return Sample(sample.arrays, {"mask": mask})
+
+
+def _masked_softmax_sample():
+    return last_dim(min_dims=2).map(_with_key_mask)
+
+
+register(
+    OpInfo("linear", lambda *t: _F().linear(*t), lambda x, w, *b: x @ w.T + (b[0] if b else 0), _linear_sample(),
+           torch_op=lambda *t: _torch().nn.functional.linear(*t)),
+    OpInfo("embedding", lambda w, ids, padding_idx: _F().embedding(mt.tensor(ids), w, padding_idx),
+           lambda w, ids, padding_idx: w[ids], _embedding_sample(), supports_size0=False,
+           torch_op=lambda w, ids, padding_idx: _torch().nn.functional.embedding(_torch().from_numpy(ids), w, padding_idx)),
+    OpInfo("dropout", lambda x: mt.ops.nn.dropout(x, 0.3, True, mt.Generator(7)),
+           lambda x: x * (mt.Generator(7).random(x.shape, np.dtype(np.float64)) >= 0.3) / 0.7, unary(),
+           float32_tol=(1e-5, 1e-5)),
+    OpInfo("softmax_masked", lambda x, mask: mt.ops.nn.softmax(x, -1, mask=mask),
+           lambda x, mask: _softmax(x + mask, -1), _masked_softmax_sample(), supports_size0=False,
+           torch_op=lambda x, mask: (x + _torch().from_numpy(mask)).softmax(-1)),
+    OpInfo("cross_entropy", lambda x, target, weight, reduction: _F().cross_entropy(
+               x, mt.tensor(target), None if weight is None else mt.tensor(weight, dtype=x.dtype), reduction=reduction),
+           lambda x, target, weight, reduction: _np_cross_entropy(x, target, weight, reduction), _class_sample(),
+           supports_size0=False, float32_tol=(1e-4, 1e-5),
+           torch_op=lambda x, target, weight, reduction: _torch().nn.functional.cross_entropy(
+               x, _torch().from_numpy(target), _t_opt(weight), reduction=reduction)),
+    OpInfo("cross_entropy_smoothed", lambda x, target, weight, reduction: _F().cross_entropy(
+               x, mt.tensor(target), None if weight is None else mt.tensor(weight, dtype=x.dtype), reduction=reduction,
+               label_smoothing=0.1),
+           lambda x, target, weight, reduction: _np_cross_entropy(x, target, weight, reduction, 0.1), _class_sample(),
+           supports_size0=False, float32_tol=(1e-4, 1e-5),
+           torch_op=lambda x, target, weight, reduction: _torch().nn.functional.cross_entropy(
+               x, _torch().from_numpy(target), _t_opt(weight), reduction=reduction, label_smoothing=0.1)),
+    OpInfo("cross_entropy_probs", lambda x, target, weight, reduction: _F().cross_entropy(
+               x, mt.tensor(target, dtype=x.dtype), None if weight is None else mt.tensor(weight, dtype=x.dtype),
+               reduction=reduction, label_smoothing=0.05),
+           lambda x, target, weight, reduction: _np_cross_entropy(x, target, weight, reduction, 0.05),
+           _class_sample(probs=True), supports_size0=False, float32_tol=(1e-4, 1e-5),
+           torch_op=lambda x, target, weight, reduction: _torch().nn.functional.cross_entropy(
+               x, _torch().from_numpy(target), _t_opt(weight), reduction=reduction, label_smoothing=0.05)),
+    OpInfo("nll_loss", lambda x, target, weight, reduction: _F().nll_loss(
+               x, mt.tensor(target), None if weight is None else mt.tensor(weight, dtype=x.dtype), reduction=reduction),
+           lambda x, target, weight, reduction: _np_nll(x, target, weight, reduction),
+           _class_sample().filter(lambda s: s.arrays[0].ndim == 2), supports_size0=False,
+           torch_op=lambda x, target, weight, reduction: _torch().nn.functional.nll_loss(
+               x, _torch().from_numpy(target), _t_opt(weight), reduction=reduction)),
+    OpInfo("mse_loss", lambda a, b: _F().mse_loss(a, b), lambda a, b: np.mean((a - b) ** 2),
+           binary().filter(lambda s: s.arrays[0].shape == s.arrays[1].shape and s.arrays[0].size), supports_size0=False,
+           torch_op=lambda a, b: _torch().nn.functional.mse_loss(a, b)),
+    OpInfo("l1_loss", lambda a, b: _F().l1_loss(a, b, reduction="sum"), lambda a, b: np.abs(a - b).sum(),
+           binary().filter(lambda s: s.arrays[0].shape == s.arrays[1].shape and np.all(np.abs(s.arrays[0] - s.arrays[1]) > 0.05)),
+           torch_op=lambda a, b: _torch().nn.functional.l1_loss(a, b, reduction="sum")),
+    OpInfo("bce_with_logits", lambda x, target, reduction, pos_weight: _F().binary_cross_entropy_with_logits(
+               x, mt.tensor(target, dtype=x.dtype), reduction=reduction,
+               pos_weight=None if pos_weight is None else mt.tensor(pos_weight, dtype=x.dtype)),
+           lambda x, target, reduction, pos_weight: _np_bce(x, target, reduction, pos_weight), _bce_sample(),
+           supports_size0=False, float32_tol=(1e-4, 1e-5),
+           torch_op=lambda x, target, reduction, pos_weight: _torch().nn.functional.binary_cross_entropy_with_logits(
+               x, _torch().from_numpy(target), reduction=reduction, pos_weight=_t_opt(pos_weight))),
+    OpInfo("scaled_dot_product_attention", lambda q, k, v, **kw: _F().scaled_dot_product_attention(q, k, v, **kw),
+           _np_sdpa, _sdpa_sample(), supports_size0=False, float32_tol=(1e-4, 1e-5),
+           torch_op=lambda q, k, v, attn_mask=None, is_causal=False: _torch().nn.functional.scaled_dot_product_attention(
+               q, k, v, attn_mask=_t_opt(attn_mask), is_causal=is_causal)),
+)

@@ -127,3 +127,12 @@ def test_native_matmul_copies_misaligned_inputs_once():
     misaligned = np.frombuffer(raw.data, dtype=np.float32, count=12, offset=1).reshape(3, 4)
     b = np.arange(8, dtype=np.float32).reshape(4, 2)
     np.testing.assert_array_equal(native.matmul(misaligned, b), misaligned @ b)
+
+
+def test_gemm_with_empty_output_writes_nothing(C):
+    # numpy gives empty arrays arbitrary (even zero) strides; an empty C must simply be left alone
+    for c in (np.empty((0, 4), np.float32), np.broadcast_to(np.empty((1, 4), np.float32), (0, 4)).copy()):
+        C.gemm(np.ones((0, 3), np.float32), np.ones((3, 4), np.float32), c)
+    from minitensor.backend import native
+
+    assert native.matmul(np.ones((0, 3)), np.ones((3, 4))).shape == (0, 4)

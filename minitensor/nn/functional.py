@@ -1,0 +1,90 @@
+"""minitensor.nn.functional: the stateless layer functions, named and shaped like torch.nn.functional."""
+import math
+
+import numpy as np
+
+from ..ops.conv import conv2d
+from ..ops.elementwise import gelu, relu, sigmoid, softplus, tanh
+from ..ops.loss import binary_cross_entropy_with_logits, cross_entropy, l1_loss, mse_loss, nll_loss, one_hot
+from ..ops.nn import dropout as _dropout
+from ..ops.nn import embedding as _embedding
+from ..ops.nn import layer_norm, log_softmax
+from ..ops.nn import softmax as _softmax
+from ..ops.shape import pad
+from ..tensor import Tensor
+
+__all__ = [
+    "linear", "conv2d", "softmax", "log_softmax", "layer_norm", "dropout", "embedding", "relu", "gelu", "tanh",
+    "sigmoid", "softplus", "silu", "scaled_dot_product_attention", "one_hot", "pad", "cross_entropy", "nll_loss",
+    "mse_loss", "l1_loss", "binary_cross_entropy_with_logits",
+]
+
+
+def linear(input, weight, bias=None):
+    """y = x Wᵀ + b:  x (..., in), W (out, in), b (out,) -> (..., out). Wᵀ is a view: no copy."""
+    if weight.ndim != 2 or input.shape[-1:] != weight.shape[1:]:
+        raise ValueError(f"linear: input of shape {tuple(input.shape)} does not fit weight of shape "
+                         f"{tuple(weight.shape)} (expected input (..., {weight.shape[-1] if weight.ndim else '?'}))")
+    out = input @ weight.mT
+    return out + bias if bias is not None else out
+
+
+def softmax(input, dim=None, dtype=None):
+    if dim is None:
+        raise ValueError("softmax: give dim (PyTorch's implicit choice of dim is deprecated)")
+    return _softmax(input.to(dtype) if dtype is not None else input, dim)
+
+
+def silu(input):
+    return input * input.sigmoid()
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    return _dropout(input, p, training)
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None):
+    if max_norm is not None:
+        raise ValueError("embedding: max_norm is not supported")
+    return _embedding(input, weight, padding_idx)
+
+
+def _additive_mask(mask, dtype, op):
+    """A boolean mask (True = attend, as in scaled_dot_product_attention) or float mask as an additive array."""
+    m = mask._data if isinstance(mask, Tensor) else np.asarray(mask)
+    if m.dtype == np.bool_:
+        return np.where(m, 0.0, -np.inf).astype(dtype)
+    if m.dtype.kind != "f":
+        raise TypeError(f"{op}: attn_mask must be bool or floating point, got {m.dtype}")
+    return m.astype(dtype, copy=False)
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
+    """softmax(Q Kᵀ * scale + mask) V, scale = 1/sqrt(E) by default.
+
+    query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev). attn_mask: bool (True = take part in
+    attention) or float (added to the scores), broadcastable to (..., L, S); is_causal masks j > i.
+    A row whose positions are all masked comes out NaN, as in PyTorch.
+    """
+    if query.ndim < 2 or key.ndim < 2 or value.ndim < 2:
+        raise ValueError("scaled_dot_product_attention: query, key and value need at least 2 dims")
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: shapes query {tuple(query.shape)}, key {tuple(key.shape)} "
+                         f"and value {tuple(value.shape)} do not fit (..., L, E), (..., S, E), (..., S, Ev)")
+    if is_causal and attn_mask is not None:
+        raise ValueError("scaled_dot_product_attention: give either attn_mask or is_causal, not both")
+    L, S = query.shape[-2], key.shape[-2]
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = (query @ key.mT) * scale
+    mask = None
+    if is_causal:
+        mask = np.triu(np.full((L, S), -np.inf, dtype=query.dtype), 1)
+    elif attn_mask is not None:
+        if isinstance(attn_mask, Tensor) and attn_mask.requires_grad:
+            scores = scores + attn_mask  # a learned bias: keep it in the graph
+        else:
+            mask = _additive_mask(attn_mask, query.dtype, "scaled_dot_product_attention")
+    weights = _softmax(scores, -1, mask=mask)
+    if dropout_p > 0.0:
+        weights = _dropout(weights, dropout_p, True)
+    return weights @ value
