@@ -129,7 +129,7 @@ setup(
     # The model zoo lives at the top level (models/) but installs as minitensor.models,
     # so no top-level package named `models` lands in site-packages.
     package_dir={"minitensor.models": "models"},
-    package_data={"minitensor.data": ["bundled/*"]},
+    package_data={"minitensor.data": ["bundled/mnist/*.gz", "bundled/mnist/README.md"]},
     ext_modules=extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
     zip_safe=False,

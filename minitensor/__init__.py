@@ -3,11 +3,11 @@
 Tensor and reverse-mode autograd over numpy storage, C++/OpenMP kernels where speed matters, and a
 PyTorch-shaped API: `import minitensor as mt` and write what you would write with `torch`.
 """
-from . import autograd, dtypes, nn, optim
+from . import autograd, data, dtypes, nn, optim
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import backend_info, get_backend, get_num_threads, set_backend, set_num_threads
 from .creation import (
-    arange, as_tensor, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones, ones_like,
+    arange, as_tensor, empty, empty_like, eye, from_dlpack, from_numpy, full, full_like, linspace, ones, ones_like,
     rand, rand_like, randint, randint_like, randn, randn_like, randperm, tensor, zeros, zeros_like,
 )
 from .dtypes import get_default_dtype, set_default_dtype
@@ -26,6 +26,7 @@ from .ops.shape import (
 )
 from .random import Generator, default_generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from .tensor import Tensor
+from .utils.checkpoint import load, save
 
 float16 = half = dtypes.float16
 float32 = float = dtypes.float32

@@ -45,6 +45,17 @@ def from_numpy(array):
     return Tensor._wrap(array)
 
 
+def from_dlpack(ext_tensor):
+    """A tensor sharing memory with any DLPack exporter on the CPU (a PyTorch tensor, a numpy array, ...)."""
+    try:
+        array = np.from_dlpack(ext_tensor)
+    except (TypeError, BufferError, RuntimeError) as exc:
+        raise TypeError(f"from_dlpack: cannot import a {type(ext_tensor).__name__}: {exc}") from None
+    if array.dtype not in dtypes.SUPPORTED:
+        raise TypeError(f"from_dlpack: dtype {array.dtype} is not supported")
+    return Tensor._wrap(array)
+
+
 def zeros(*size, dtype=None, requires_grad=False):
     return _finish(np.zeros(size_arg(size, "zeros"), dtype=_dtype(dtype)), requires_grad)
 

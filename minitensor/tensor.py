@@ -230,6 +230,15 @@ class Tensor:
             return self._data.astype(dtype)
         return self._data.copy() if copy else self._data
 
+    def __dlpack__(self, stream=None, **kwargs):
+        """Export the storage through DLPack (no copy): torch.from_dlpack(t) and np.from_dlpack(t) share memory."""
+        if self._requires_grad:
+            raise RuntimeError("__dlpack__: this tensor requires grad; export tensor.detach() instead")
+        return self._data.__dlpack__(stream=stream, **kwargs)
+
+    def __dlpack_device__(self):
+        return self._data.__dlpack_device__()
+
     def item(self):
         if self._data.size != 1:
             raise RuntimeError(f"item(): only one-element tensors can be converted, this one has shape {self.shape}")
