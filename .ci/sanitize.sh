@@ -4,6 +4,9 @@
 # the source tree stays optimised and untouched. Usage: .ci/sanitize.sh PYTHON
 set -euo pipefail
 PY="${1:?usage: .ci/sanitize.sh PYTHON}"
+# absolute path without resolving symlinks (a venv's python is a symlink to the base interpreter), since the
+# build below runs from another directory
+case "$PY" in /*) ;; */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac
 cd "$(dirname "$0")/.."
 SAN_DIR="build-sanitize"
 rm -rf "$SAN_DIR"
