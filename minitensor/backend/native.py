@@ -33,6 +33,12 @@ def matmul(a, b):
     """numpy.matmul semantics on the GEMM kernel: 1-D operands, batches with broadcast batch dims."""
     if not _float(a, b) or a.ndim == 0 or b.ndim == 0:
         return numpy_ref.matmul(a, b)
+    if b.ndim == 2 and a.ndim > 2:
+        # (..., M, K) @ (K, N): fold the batch into M, one big GEMM instead of one per batch element
+        # re-packing the same B (the shape of every Linear layer)
+        out = np.empty(a.shape[:-1] + (b.shape[1],), dtype=a.dtype)
+        _C.gemm(_readable(a.reshape(-1, a.shape[-1])), _readable(b), out.reshape(-1, b.shape[1]))
+        return out
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
     batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])

@@ -30,7 +30,13 @@ class Matmul(Function):
         if a.ndim == 1:
             g = g.unsqueeze(-2)
         ga = unbroadcast(g @ b2.mT, a2.shape).reshape(a.shape) if na else None
-        gb = unbroadcast(a2.mT @ g, b2.shape).reshape(b.shape) if nb else None
+        if nb and b.ndim == 2 and a2.ndim > 2:
+            # B was shared by every batch element (a Linear weight): its gradient sums over the batch, which is
+            # one GEMM over the folded batch, (K, B*M) @ (B*M, N), not B products summed afterwards
+            k, n = b.shape
+            gb = a2.reshape(-1, k).mT @ g.reshape(-1, n)
+        else:
+            gb = unbroadcast(a2.mT @ g, b2.shape).reshape(b.shape) if nb else None
         return ga, gb
 
 
