@@ -5,7 +5,9 @@
 - LanguageOfNumberWords: phrases labelled with their language (10 Latin-script languages by default).
 
 Numbers are drawn with their digit count uniform (so 7 and 700,000,000 are equally likely to have their kind
-represented), below `max_number`; test numbers are drawn first and never appear in training. Everything is
+represented), below `max_number`; the training and test numbers are drawn together and then split at random, so
+both splits follow the same distribution and no test number appears in training (drawing the test numbers
+first would give the test split most of the few one- and two-digit numbers and training none). Everything is
 deterministic for a seed. Text is normalised: lowercase, commas dropped ("one million, two hundred" ->
 "one million two hundred"), single spaces; hyphens and "and" are kept as num2words writes them.
 """
@@ -53,9 +55,10 @@ def _split_numbers(split, num_train, num_test, max_number, seed):
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     rng = np.random.default_rng(seed)
-    test = sample_numbers(num_test, max_number, rng)
-    train = sample_numbers(num_train, max_number, rng, exclude=frozenset(test))
-    return train if split == "train" else test
+    pool = sample_numbers(num_train + num_test, max_number, rng)
+    order = rng.permutation(len(pool))
+    chosen = order[num_test:] if split == "train" else order[:num_test]
+    return [pool[i] for i in chosen]
 
 
 class NumberWords(Dataset):
