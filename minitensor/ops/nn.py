@@ -207,5 +207,8 @@ def dropout(x, p=0.5, training=True, generator=None):
         return x
     if p == 1.0:
         return x * 0.0
-    keep = get_generator(generator).random(x.shape, np.dtype(np.float64)) >= p
-    return Dropout.apply(x, (keep / (1.0 - p)).astype(x.dtype))
+    dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
+    draws = get_generator(generator).random(x.shape, np.dtype(np.float64))  # float64 draws: one mask for any dtype
+    scaled_mask = np.greater_equal(draws, p).astype(dtype)
+    scaled_mask *= dtype.type(1.0 / (1.0 - p))
+    return Dropout.apply(x, scaled_mask)
