@@ -35,19 +35,212 @@ def _info(args):
     return 0
 
 
+class UsageError(Exception):
+    """Bad arguments or a bad checkpoint: reported as one line, exit code 2."""
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _recipes():
+    from minitensor.models.recipes import RECIPES
+
+    return RECIPES
+
+
+def _load(model, checkpoint, data=True):
+    """A trained recipe from a checkpoint (default: runs/MODEL/checkpoint.safetensors)."""
+    import os
+
+    from .training import CheckpointError, load_checkpoint
+
+    path = checkpoint or os.path.join("runs", model, "checkpoint.safetensors")
+    try:
+        state = load_checkpoint(path, model)
+        return _recipes()[model].from_checkpoint(state, data=data)
+    except CheckpointError as e:
+        hint = "" if checkpoint else f" (train one with: python -m minitensor train {model})"
+        raise UsageError(f"{e}{hint}") from None
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise UsageError(f"checkpoint {path} does not match the {model} model: {e}") from None
+
+
+def _train(args):
+    import os
+    import time
+
+    import minitensor as mt
+
+    from .training import CheckpointError, fit
+
+    if args.threads:
+        mt.set_num_threads(args.threads)
+    recipe_cls = _recipes()[args.model]
+    extra = {}
+    if args.model == "seq2seq" and args.no_attention:
+        extra["attention"] = False
+    out = args.out or os.path.join("runs", args.model)
+    t0 = time.perf_counter()
+    try:
+        recipe = recipe_cls(args.epochs, args.batch_size, args.lr, args.seed, **extra)
+        print(f"training {args.model}: {sum(p.numel() for p in recipe.model.parameters()):,} parameters, "
+              f"{recipe.epochs} epochs, batch size {recipe.batch_size}, lr {recipe.lr}, seed {args.seed}, "
+              f"{mt.get_num_threads()} threads, backend {mt.backend_info()['backend']}")
+        summary = fit(recipe, out, recipe.epochs, seed=args.seed, resume=args.resume, progress=not args.quiet)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    wall = time.perf_counter() - t0
+    summary["wall_seconds"] = wall
+    print(f"{args.model}: test accuracy {summary['test_accuracy']:.2%} after {summary['epochs']} epochs; "
+          f"training {summary['train_seconds']:.1f}s, wall {wall:.1f}s; checkpoint {summary['checkpoint']}; "
+          f"metrics {os.path.join(out, 'metrics.json')}")
+    return 0
+
+
+def _eval(args):
+    recipe = _load(args.model, args.checkpoint)
+    metrics = recipe.evaluate()
+    print(f"{args.model}: test accuracy {metrics['test_accuracy']:.2%}")
+    return 0
+
+
+def _translate(args):
+    recipe = _load("seq2seq", args.checkpoint, data=False)
+    for text, out in zip(args.text, recipe.translate(args.text, beam_size=args.beam_size)):
+        print(out if len(args.text) == 1 else f"{text} -> {out}")
+    return 0
+
+
+def _classify(args):
+    recipe = _load("textcls", args.checkpoint, data=False)
+    names, probs = recipe.classify(args.text)
+    for text, name, p in zip(args.text, names, probs):
+        print(f"{name} ({p.max():.1%})" if len(args.text) == 1 else f"{text} -> {name} ({p.max():.1%})")
+    return 0
+
+
+def _read_image(path):
+    """A PNG/JPEG digit -> (1, 28, 28) float in [0, 1], white digit on black like MNIST (inverted if the
+    background is light)."""
+    import numpy as np
+
+    try:
+        from PIL import Image
+    except ImportError:
+        raise UsageError("predict IMAGE needs Pillow (pip install pillow)") from None
+    try:
+        img = Image.open(path).convert("L").resize((28, 28))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read image {path}: {e}") from None
+    x = np.asarray(img, dtype=np.float32) / 255.0
+    if x.mean() > 0.5:
+        x = 1.0 - x
+    return x[None]
+
+
+def _predict(args):
+    import numpy as np
+
+    recipe = _load("vit", args.checkpoint, data=args.index is not None)
+    if args.index is not None:
+        n = len(recipe.y_test)
+        if not 0 <= args.index < n:
+            raise UsageError(f"--index must be in [0, {n}) (the bundled MNIST test images), got {args.index}")
+        images = recipe.x_test[args.index:args.index + 1] * 0.3081 + 0.1307
+        label = f" (true label {recipe.y_test[args.index]})"
+    else:
+        images, label = _read_image(args.image)[None], ""
+    pred, probs = recipe.predict(images)
+    top = np.argsort(-probs[0])[:3]
+    print(f"predicted {pred[0]}{label}; " + ", ".join(f"{k}: {probs[0][k]:.1%}" for k in top))
+    return 0
+
+
+def _explain(args):
+    from .explain import explain_vit
+
+    return explain_vit(args, _load, UsageError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line (argparse also prints the whole usage), exit code 2
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="minitensor", description="minitensor: deep learning on the CPU")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="minitensor", description="minitensor: deep learning on the CPU")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="run a few autograd steps (fit a line)")
-    demo.add_argument("--steps", type=int, default=50)
+    demo.add_argument("--steps", type=_positive(int), default=50)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(run=_demo)
     info = sub.add_parser("info", help="show the backend, ISA path, threads and engine")
     info.set_defaults(run=_info)
+    models = ["vit", "seq2seq", "textcls"]
+
+    train = sub.add_parser("train", help="train a model of the zoo: vit, seq2seq or textcls")
+    train.add_argument("model", choices=models)
+    train.add_argument("--epochs", type=_positive(int), help="number of epochs (default: the recipe's)")
+    train.add_argument("--batch-size", type=_positive(int), help="batch size (default: the recipe's)")
+    train.add_argument("--lr", type=_positive(float), help="peak learning rate (default: the recipe's)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=_positive(int), help="kernel threads (default: all cores)")
+    train.add_argument("--out", help="output directory (default: runs/MODEL)")
+    train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    train.add_argument("--no-attention", action="store_true", help="seq2seq only: train without attention")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained checkpoint on the test split")
+    ev.add_argument("model", choices=models)
+    ev.add_argument("--checkpoint", help="default: runs/MODEL/checkpoint.safetensors")
+    ev.set_defaults(run=_eval)
+
+    tr = sub.add_parser("translate", help="Vietnamese number words -> English (seq2seq)")
+    tr.add_argument("text", nargs="+")
+    tr.add_argument("--checkpoint")
+    tr.add_argument("--beam-size", type=_positive(int), default=1)
+    tr.set_defaults(run=_translate)
+
+    cl = sub.add_parser("classify", help="the language of a number written in words (textcls)")
+    cl.add_argument("text", nargs="+")
+    cl.add_argument("--checkpoint")
+    cl.set_defaults(run=_classify)
+
+    pr = sub.add_parser("predict", help="the digit in an image, or in bundled test image --index N (vit)")
+    what = pr.add_mutually_exclusive_group(required=True)
+    what.add_argument("image", nargs="?")
+    what.add_argument("--index", type=int)
+    pr.add_argument("--checkpoint")
+    pr.set_defaults(run=_predict)
+
+    ex = sub.add_parser("explain", help="walk one image through the ViT forward pass, stage by stage")
+    ex.add_argument("model", choices=["vit"])
+    ex.add_argument("--checkpoint", help="a trained ViT (default: runs/vit/checkpoint.safetensors if it exists, "
+                                         "else an untrained model)")
+    ex.add_argument("--index", type=int, default=0, help="which bundled MNIST test image")
+    ex.add_argument("--out", default="runs/explain", help="where the PNGs go")
+    ex.set_defaults(run=_explain)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except UsageError as e:
+        print(f"minitensor {args.command}: error: {e}", file=sys.stderr)
+        return 2
