@@ -242,7 +242,7 @@ class TextClsRecipe(Recipe):
     compound word, so characters, not words, carry the signal) -> a small Transformer encoder, mean pooling."""
 
     name = "textcls"
-    defaults = dict(epochs=5, batch_size=64, lr=2e-3, weight_decay=0.01, warmup=0.1, num_train=2000, num_test=500)
+    defaults = dict(epochs=5, batch_size=64, lr=4e-3, weight_decay=0.01, warmup=0.1, num_train=2000, num_test=500)
 
     def load_data(self):
         from minitensor.data import LanguageOfNumberWords
