@@ -1,5 +1,7 @@
 // minitensor._C: the pybind11 module. The kernels live in their own files; this file detects the ISA and
 // binds everything. The only global state is OpenMP's thread count (set_num_threads / OMP_NUM_THREADS).
+#include <cstdlib>
+#include <string>
 #include "common.h"
 #include "gemm.h"
 
@@ -14,10 +16,20 @@ Isa detected_isa() {
     static const Isa isa = [] {
 #if MT_X86
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) return Isa::avx512;
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::avx2;
+        Isa best = Isa::scalar;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) best = Isa::avx512;
+#else
+        Isa best = Isa::scalar;
 #endif
-        return Isa::scalar;
+        // MINITENSOR_ISA caps the path (reproduce another machine's arithmetic, compare paths); the Python
+        // package validates the value before loading this module, and it never raises the path above the CPU's
+        if (const char* cap = std::getenv("MINITENSOR_ISA")) {
+            const std::string c(cap);
+            const Isa want = c == "scalar" ? Isa::scalar : c == "avx2" ? Isa::avx2 : Isa::avx512;
+            if (static_cast<int>(want) < static_cast<int>(best)) best = want;
+        }
+        return best;
     }();
     return isa;
 }

@@ -8,6 +8,11 @@ import warnings
 
 from . import numpy_ref
 
+_isa = os.environ.get("MINITENSOR_ISA")
+if _isa is not None and _isa not in ("scalar", "avx2", "avx512"):
+    raise ValueError(f"MINITENSOR_ISA={_isa!r}: expected 'scalar', 'avx2' or 'avx512' (a cap on the kernels' "
+                     "instruction set; unset it to use the best the CPU supports)")
+
 try:
     from . import native
 except ImportError as exc:  # the C++ extension was not built (no compiler): run on numpy

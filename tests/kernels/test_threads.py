@@ -87,3 +87,25 @@ def test_set_num_threads_validates():
         mt.set_num_threads(0)
     if _C is not None:
         assert mt.backend_info()["threads"] == mt.get_num_threads()
+
+
+def _isa_in_subprocess(value):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MINITENSOR_ISA=value)
+    return subprocess.run([sys.executable, "-c", "import minitensor as mt; print(mt.backend_info()['isa'])"],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_minitensor_isa_caps_the_path_and_rejects_unknown_values(C):
+    supported = C.info()["isa_supported"]
+    for isa in supported:
+        out = _isa_in_subprocess(isa)
+        assert out.returncode == 0 and out.stdout.split() == [isa], out.stderr
+    if "avx512" not in supported:  # a cap above what the CPU has never raises the path
+        out = _isa_in_subprocess("avx512")
+        assert out.stdout.split() == [supported[-1]], out.stderr
+    out = _isa_in_subprocess("avx1024")
+    assert out.returncode != 0 and "MINITENSOR_ISA='avx1024': expected 'scalar', 'avx2' or 'avx512'" in out.stderr
