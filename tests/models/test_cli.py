@@ -148,3 +148,40 @@ def test_explain_default_model_prints_the_issue_shapes(capsys, tmp_path, monkeyp
     for stage in ["16x1x7x7", "16x64", "17x64", "4x17x16", "4x17x17", "17x128", "logits"]:
         assert stage in out, stage
     assert os.path.exists(tmp_path / "x" / "cls_attention_0.png")
+
+
+def test_predict_reads_an_image_file(capsys, tmp_path):
+    from PIL import Image
+
+    fit(TinyVit(epochs=1), tmp_path, 1, progress=False, log=lambda *a: None)
+    digit = TinyVit(epochs=1).x_test[0, 0] * 0.3081 + 0.1307  # back to [0, 1]
+    Image.fromarray((255 * (1 - digit)).clip(0, 255).astype(np.uint8)).save(tmp_path / "digit.png")  # dark on light
+    code, out, _ = _run(capsys, "predict", str(tmp_path / "digit.png"), "--checkpoint",
+                        str(tmp_path / "checkpoint.safetensors"))
+    assert code == 0 and out.startswith("predicted ")
+    (tmp_path / "not_an_image.png").write_text("hello")
+    code, _, err = _run(capsys, "predict", str(tmp_path / "not_an_image.png"), "--checkpoint",
+                        str(tmp_path / "checkpoint.safetensors"))
+    assert code == 2 and "cannot read image" in err
+
+
+def test_translate_and_classify_from_checkpoints(capsys, tmp_path):
+    from minitensor.models.recipes import Seq2SeqRecipe, TextClsRecipe
+
+    class TinySeq2Seq(Seq2SeqRecipe):
+        defaults = dict(Seq2SeqRecipe.defaults, epochs=1, num_train=256, num_test=32)
+
+    class TinyTextCls(TextClsRecipe):
+        defaults = dict(TextClsRecipe.defaults, epochs=1, num_train=40, num_test=10)
+
+    fit(TinySeq2Seq(), tmp_path / "s2s", 1, progress=False, log=lambda *a: None)
+    code, out, _ = _run(capsys, "translate", "hai mươi mốt", "một trăm", "--checkpoint",
+                        str(tmp_path / "s2s" / "checkpoint.safetensors"))
+    assert code == 0 and out.startswith("hai mươi mốt -> ") and len(out.strip().splitlines()) == 2
+    code, out, _ = _run(capsys, "translate", "hai mươi mốt", "--beam-size", "3", "--checkpoint",
+                        str(tmp_path / "s2s" / "checkpoint.safetensors"))
+    assert code == 0 and len(out.strip().splitlines()) == 1
+    fit(TinyTextCls(), tmp_path / "txt", 1, progress=False, log=lambda *a: None)
+    code, out, _ = _run(capsys, "classify", "vingt et un", "--checkpoint", str(tmp_path / "txt" / "checkpoint.safetensors"))
+    names = ("en", "fr", "de", "es", "it", "pt", "vi", "id", "nl", "pl")
+    assert code == 0 and out.split()[0] in names and out.strip().endswith("%)")
