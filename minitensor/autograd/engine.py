@@ -22,6 +22,9 @@ import numpy as np
 from . import anomaly, grad_mode
 from .function import AccumulateGrad, _edge
 
+# The active minitensor.profiler.profile, or None (set on both engines by the profiler).
+_profiler = None
+
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
     """Accumulate d(tensors)/d(leaf) into the .grad of every leaf that requires grad (or only `inputs`)."""
@@ -165,7 +168,10 @@ def _call_backward(node, grads, keep_graph):
         )
     if node._materialize_grads and any(g is None for g in grads):
         grads = [g if g is not None else _zeros(meta) for g, meta in zip(grads, node.output_meta)]
-    result = node.fn.backward(node, *grads)
+    if _profiler is None:
+        result = node.fn.backward(node, *grads)
+    else:
+        result = _profiler._backward(node, grads)
     if type(result) is not tuple:
         result = (result,)
     if len(result) != n_inputs:
