@@ -5,6 +5,7 @@ the install still succeeds: without OpenMP the kernels run single-threaded, and 
 a compiler minitensor runs on its numpy backend. Either way the build prints one warning.
 """
 import glob
+import hashlib
 import os
 import shutil
 import subprocess
@@ -103,6 +104,15 @@ def extensions():
     except ImportError:
         print("minitensor: Cython not found; the Cython autograd engine is skipped.", file=sys.stderr)
     else:
+        # the compiled engine records the hash of the engine.py it was built from, so that an engine.py edited
+        # since (without a rebuild) is noticed at import instead of silently running the old compiled walk
+        with open(os.path.join("minitensor", "autograd", "engine.py"), "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        pxi = os.path.join("minitensor", "autograd", "_engine_source.pxi")
+        line = f'SOURCE_SHA256 = "{digest}"\n'
+        if not os.path.exists(pxi) or open(pxi).read() != line:
+            with open(pxi, "w") as f:
+                f.write(line)
         exts.extend(
             cythonize(
                 ["minitensor/autograd/_engine.pyx"],

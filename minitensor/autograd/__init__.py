@@ -13,6 +13,20 @@ try:
     from . import _engine as _cython_engine
 except ImportError:  # not built (no compiler): the pure-Python engine does the same job
     _cython_engine = None
+else:
+    def _source_sha256():
+        import hashlib
+
+        with open(_python_engine.__file__, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    if getattr(_cython_engine, "SOURCE_SHA256", None) != _source_sha256():
+        import warnings
+
+        warnings.warn("minitensor: the compiled autograd engine was built from another version of engine.py; "
+                      "using the Python engine until it is rebuilt (pip install -e . or python setup.py "
+                      "build_ext --inplace)", RuntimeWarning, stacklevel=2)
+        _cython_engine = None
 
 _active = _cython_engine if _cython_engine is not None else _python_engine
 
