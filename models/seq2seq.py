@@ -181,7 +181,6 @@ class Seq2Seq(nn.Module):
 
 
 def _lstm_cell(gates, c):
-    """PyTorch's LSTM update from the pre-activation gates (N, 4H), in the order i, f, g, o."""
-    i, f, g, o = gates.chunk(4, dim=-1)
-    c = f.sigmoid() * c + i.sigmoid() * g.tanh()
-    return o.sigmoid() * c.tanh(), c
+    """PyTorch's LSTM update from the pre-activation gates (N, 4H), in the order i, f, g, o: the fused
+    F.lstm_cell (h' = sigmoid(o) tanh(c'), c' = sigmoid(f) c + sigmoid(i) tanh(g))."""
+    return F.lstm_cell(gates, c)
