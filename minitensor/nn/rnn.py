@@ -120,12 +120,15 @@ class LSTM(Module):
             outputs = []
             for direction in range(directions):
                 w_ih, w_hh, b_ih, b_hh = self._weights(layer, direction)
-                projected = F.linear(x, w_ih, b_ih)  # every step's input projection in one GEMM: (L, N, 4H)
+                # every step's input projection, and both biases, in one GEMM: (L, N, 4H); unbind gives the
+                # steps as views whose gradients come back as one array
+                projected = F.linear(x, w_ih, None if b_ih is None else b_ih + b_hh)
+                step_inputs = projected.unbind(0)
                 h, c = hx[0][layer * directions + direction], hx[1][layer * directions + direction]
                 order = range(steps - 1, -1, -1) if direction else range(steps)
                 hs = [None] * steps
                 for t in order:
-                    h, c = lstm_cell(projected[t] + F.linear(h, w_hh, b_hh), c)
+                    h, c = lstm_cell(step_inputs[t] + F.linear(h, w_hh), c)
                     hs[t] = h
                 outputs.append(stack(hs) if steps else projected[..., : self.hidden_size] * 0)
                 h_n.append(h)
