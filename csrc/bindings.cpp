@@ -11,6 +11,7 @@ void register_softmax(py::module_& m);
 void register_layernorm(py::module_& m);
 void register_conv(py::module_& m);
 void register_elementwise(py::module_& m);
+void register_lstm(py::module_& m);
 
 Isa detected_isa() {
     static const Isa isa = [] {
@@ -46,7 +47,7 @@ const char* isa_name(Isa isa) {
 
 PYBIND11_MODULE(_C, m) {
     using namespace mt;
-    m.doc() = "minitensor's C++ kernels: GEMM, softmax, layer_norm, im2col/col2im/conv2d, erf/gelu";
+    m.doc() = "minitensor's C++ kernels: GEMM, softmax, layer_norm, im2col/col2im/conv2d, erf/gelu, the fused LSTM cell";
     m.def("info", []() {
         py::dict d;
         d["isa"] = isa_name(detected_isa());
@@ -73,4 +74,5 @@ PYBIND11_MODULE(_C, m) {
     register_layernorm(m);
     register_conv(m);
     register_elementwise(m);
+    register_lstm(m);
 }

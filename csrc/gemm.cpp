@@ -343,7 +343,7 @@ static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, b
     }
 }
 
-Isa parse_isa(const py::object& isa) {
+Isa parse_isa(const py::object& isa, const char* op) {
     const Isa best = detected_isa();
     if (isa.is_none()) return best;
     const std::string name = py::cast<std::string>(isa);
@@ -351,9 +351,9 @@ Isa parse_isa(const py::object& isa) {
     if (name == "avx512") want = Isa::avx512;
     else if (name == "avx2") want = Isa::avx2;
     else if (name == "scalar") want = Isa::scalar;
-    else value_error("gemm: isa must be 'avx512', 'avx2' or 'scalar', got '" + name + "'");
+    else value_error(std::string(op) + ": isa must be 'avx512', 'avx2' or 'scalar', got '" + name + "'");
     if (static_cast<int>(want) > static_cast<int>(best))
-        value_error("gemm: this CPU does not support isa '" + name + "' (best: " + isa_name(best) + ")");
+        value_error(std::string(op) + ": this CPU does not support isa '" + name + "' (best: " + isa_name(best) + ")");
     return want;
 }
 

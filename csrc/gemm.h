@@ -20,7 +20,8 @@ template <class T>
 void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, T* C, index_t rs_c, index_t cs_c,
           int threads, Isa isa);
 
-Isa parse_isa(const py::object& isa);  // None -> detected_isa(); "avx512" / "avx2" / "scalar" (if supported)
+// None -> detected_isa(); "avx512" / "avx2" / "scalar" (if supported); errors name `op`
+Isa parse_isa(const py::object& isa, const char* op = "gemm");
 
 void register_gemm(py::module_& m);
 

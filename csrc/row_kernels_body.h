@@ -121,10 +121,12 @@ MT_ALWAYS_INLINE V nan_max(V a, V b) {
 }
 
 // exp_nonpos on a whole Lanes vector (the same steps and constants as the scalar versions above, with the
-// selects done on comparison masks), so a row loop can exponentiate, store and sum in one pass.
-template <class T>
-MT_ALWAYS_INLINE typename Lanes<T>::type exp_nonpos_lanes(typename Lanes<T>::type x) {
-    typedef typename Lanes<T>::type V;
+// selects done on comparison masks), so a row loop can exponentiate, store and sum in one pass. N lanes: a
+// caller wanting every comparison vectorized passes the ISA's register width (GCC splits arithmetic on wider
+// vectors into registers, but lowers a comparison wider than a register lane by lane).
+template <class T, int N = kLanes>
+MT_ALWAYS_INLINE typename Lanes<T, N>::type exp_nonpos_lanes(typename Lanes<T, N>::type x) {
+    typedef typename Lanes<T, N>::type V;
     typedef decltype(x < x) M;  // integer lanes of T's width
     constexpr bool f32 = sizeof(T) == 4;
     const T lo = f32 ? T(-87.0) : T(-708.0);

@@ -53,11 +53,14 @@ class Seq2Seq(nn.Module):
         for layer in range(lstm.num_layers):
             w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
             b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
-            projected = F.linear(x, w_ih, b_ih)  # all steps' input projections in one GEMM: (N, S, 4H)
+            # all steps' input projections, and both biases, in one GEMM: (N, S, 4H); unbind gives the steps as
+            # views whose gradients come back as one array
+            projected = F.linear(x, w_ih, None if b_ih is None else b_ih + b_hh)
+            step_inputs = projected.unbind(1)
             h = c = mt.zeros(n, lstm.hidden_size, dtype=x.dtype)
             outputs = []
             for t in range(steps):
-                h_new, c_new = _lstm_cell(projected[:, t] + F.linear(h, w_hh, b_hh), c)
+                h_new, c_new = _lstm_cell(step_inputs[t] + F.linear(h, w_hh), c)
                 h = mt.where(valid[:, t], h_new, h)
                 c = mt.where(valid[:, t], c_new, c)
                 outputs.append(h)
@@ -181,7 +184,6 @@ class Seq2Seq(nn.Module):
 
 
 def _lstm_cell(gates, c):
-    """PyTorch's LSTM update from the pre-activation gates (N, 4H), in the order i, f, g, o."""
-    i, f, g, o = gates.chunk(4, dim=-1)
-    c = f.sigmoid() * c + i.sigmoid() * g.tanh()
-    return o.sigmoid() * c.tanh(), c
+    """PyTorch's LSTM update from the pre-activation gates (N, 4H), in the order i, f, g, o: the fused
+    F.lstm_cell (h' = sigmoid(o) tanh(c'), c' = sigmoid(f) c + sigmoid(i) tanh(g))."""
+    return F.lstm_cell(gates, c)

@@ -139,6 +139,32 @@ def layer_norm_backward(g, x, mean, rstd, weight):
     return dx, dw, db
 
 
+def _contiguous(a):
+    """`a` as an aligned C-contiguous array (a copy only when it is not one already): the LSTM kernels read
+    rows directly, not through strides."""
+    flags = a.flags
+    return a if flags.c_contiguous and flags.aligned else np.require(a, requirements=("C", "A"))
+
+
+def lstm_cell(gates, c):
+    if not _float(gates, c):
+        return numpy_ref.lstm_cell(gates, c)
+    h = np.empty(c.shape, dtype=c.dtype)
+    c_next = np.empty(c.shape, dtype=c.dtype)
+    _C.lstm_cell_forward(_contiguous(gates), _contiguous(c), h, c_next)
+    return h, c_next
+
+
+def lstm_cell_backward(gates, c, dh, dc):
+    if not _float(gates, c, dh, dc):
+        return numpy_ref.lstm_cell_backward(gates, c, dh, dc)
+    d_gates = np.empty(gates.shape, dtype=gates.dtype)
+    d_c = np.empty(c.shape, dtype=c.dtype)
+    _C.lstm_cell_backward(_contiguous(gates), _contiguous(c), None if dh is None else _contiguous(dh),
+                          None if dc is None else _contiguous(dc), d_gates, d_c)
+    return d_gates, d_c
+
+
 conv_out_size = numpy_ref.conv_out_size
 
 

@@ -113,6 +113,39 @@ def layer_norm_backward(g, x, mean, rstd, weight):
     return dx, (g * xhat).sum(axis=lead), g.sum(axis=lead)
 
 
+def _sigmoid(x):
+    """1 / (1 + exp(-x)), with exp of a non-positive number only (no overflow for large |x|)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def lstm_cell(gates, c):
+    """One LSTM state update: gates (N, 4H), pre-activation, in PyTorch's order i, f, g, o; c (N, H).
+    Returns (h', c'):  c' = sigmoid(f) * c + sigmoid(i) * tanh(g),  h' = sigmoid(o) * tanh(c')."""
+    i, f, g, o = np.split(gates, 4, axis=-1)
+    c_next = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+    return _sigmoid(o) * np.tanh(c_next), c_next
+
+
+def lstm_cell_backward(gates, c, dh, dc):
+    """Returns (d_gates (N, 4H), d_c (N, H)) of lstm_cell from the gradients dh of h' and dc of c' (None: zero).
+
+    With i, f, o = sigmoid(.), g = tanh(.) of the gates and t = tanh(c'):
+        dc' = dc + dh * o * (1 - t²)
+        d_i = dc' * g * i(1 - i),  d_f = dc' * c * f(1 - f),  d_g = dc' * i * (1 - g²),  d_o = dh * t * o(1 - o)
+        d_c = dc' * f
+    """
+    gi, gf, gg, go = np.split(gates, 4, axis=-1)
+    i, f, g, o = _sigmoid(gi), _sigmoid(gf), np.tanh(gg), _sigmoid(go)
+    t = np.tanh(f * c + i * g)
+    dh = np.zeros_like(c) if dh is None else dh
+    dc = np.zeros_like(c) if dc is None else dc
+    dcn = dc + dh * o * (1 - t * t)
+    d_gates = np.concatenate([dcn * g * i * (1 - i), dcn * c * f * (1 - f), dcn * i * (1 - g * g),
+                              dh * t * o * (1 - o)], axis=-1)
+    return d_gates, dcn * f
+
+
 def conv_out_size(size, kernel, stride, padding, dilation):
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 

@@ -8,7 +8,7 @@ from ..ops.elementwise import gelu, relu, sigmoid, softplus, tanh
 from ..ops.loss import binary_cross_entropy_with_logits, cross_entropy, l1_loss, mse_loss, nll_loss, one_hot
 from ..ops.nn import dropout as _dropout
 from ..ops.nn import embedding as _embedding
-from ..ops.nn import layer_norm, log_softmax
+from ..ops.nn import layer_norm, log_softmax, lstm_cell
 from ..ops.nn import softmax as _softmax
 from ..ops.shape import pad
 from ..tensor import Tensor
@@ -16,7 +16,7 @@ from ..tensor import Tensor
 __all__ = [
     "linear", "conv2d", "softmax", "log_softmax", "layer_norm", "dropout", "embedding", "relu", "gelu", "tanh",
     "sigmoid", "softplus", "silu", "scaled_dot_product_attention", "one_hot", "pad", "cross_entropy", "nll_loss",
-    "mse_loss", "l1_loss", "binary_cross_entropy_with_logits",
+    "mse_loss", "l1_loss", "binary_cross_entropy_with_logits", "lstm_cell",
 ]
 
 

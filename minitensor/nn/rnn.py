@@ -2,6 +2,7 @@
 
 One step:  [i, f, g, o] = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh
            c' = sigmoid(f) * c + sigmoid(i) * tanh(g),   h' = sigmoid(o) * tanh(c')
+The second line is F.lstm_cell, one fused op forward and backward.
 """
 import math
 
@@ -14,10 +15,9 @@ from .parameter import Parameter
 
 
 def lstm_cell(gates, c):
-    """The LSTM state update from pre-activation gates (N, 4H) and the cell state c (N, H): returns (h', c')."""
-    i, f, g, o = gates.chunk(4, dim=-1)
-    c_next = f.sigmoid() * c + i.sigmoid() * g.tanh()
-    return o.sigmoid() * c_next.tanh(), c_next
+    """The LSTM state update from pre-activation gates (N, 4H) and the cell state c (N, H): returns (h', c').
+    F.lstm_cell: one fused op (a C++ kernel each way on the native backend)."""
+    return F.lstm_cell(gates, c)
 
 
 def _uniform_init(module, hidden_size):
@@ -120,12 +120,15 @@ class LSTM(Module):
             outputs = []
             for direction in range(directions):
                 w_ih, w_hh, b_ih, b_hh = self._weights(layer, direction)
-                projected = F.linear(x, w_ih, b_ih)  # every step's input projection in one GEMM: (L, N, 4H)
+                # every step's input projection, and both biases, in one GEMM: (L, N, 4H); unbind gives the
+                # steps as views whose gradients come back as one array
+                projected = F.linear(x, w_ih, None if b_ih is None else b_ih + b_hh)
+                step_inputs = projected.unbind(0)
                 h, c = hx[0][layer * directions + direction], hx[1][layer * directions + direction]
                 order = range(steps - 1, -1, -1) if direction else range(steps)
                 hs = [None] * steps
                 for t in order:
-                    h, c = lstm_cell(projected[t] + F.linear(h, w_hh, b_hh), c)
+                    h, c = lstm_cell(step_inputs[t] + F.linear(h, w_hh), c)
                     hs[t] = h
                 outputs.append(stack(hs) if steps else projected[..., : self.hidden_size] * 0)
                 h_n.append(h)

@@ -1,4 +1,4 @@
-"""Neural-network ops: softmax, log_softmax, layer_norm (fused kernels), embedding and dropout.
+"""Neural-network ops: softmax, log_softmax, layer_norm, the LSTM cell (fused kernels), embedding and dropout.
 
 Their backward has two paths. Without create_graph (grad mode off inside backward: the usual case) it calls
 the fused backward kernel of the active backend. With create_graph it spells the same formula in Tensor ops,
@@ -148,6 +148,73 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     b = bias.reshape(n) if bias is not None and k != 1 else bias
     y = LayerNorm.apply(flat, w, b, eps)
     return y.reshape(x.shape) if k != 1 else y
+
+
+class FusedLSTMCell(Function):
+    """The LSTM state update from pre-activation gates (N, 4H), in PyTorch's order i, f, g, o, and the cell
+    state c (N, H), as one fused kernel each way:
+
+        c' = sigmoid(f) * c + sigmoid(i) * tanh(g),   h' = sigmoid(o) * tanh(c')
+
+    Backward (t = tanh(c'), activations recomputed from the saved gates):
+        dc' = dc + dh * o * (1 - t²);  d_i = dc' g i(1-i),  d_f = dc' c f(1-f),  d_g = dc' i (1-g²),
+        d_o = dh t o(1-o);  d_c = dc' f
+    Either output's gradient may be absent (h' feeds the next step and the output, c' only the next step): it
+    reaches backward as None and the kernel treats it as zero, without a zeros array being made.
+
+    Only the inputs are saved (gates and c, no copies): the backward kernel recomputes the four activations
+    and tanh(c') in registers (about the forward kernel's time again) rather than keeping a (N, 5H) workspace
+    alive for every step; the gates are what the create_graph path needs anyway, so a workspace would come on
+    top of them. (The unfused ops kept 5H per row per step; this keeps 4H.)
+    """
+
+    @staticmethod
+    def forward(ctx, gates, c):
+        h, c_next = backend.kernels.lstm_cell(gates._data, c._data)
+        ctx.save_for_backward(gates, c)
+        ctx.set_materialize_grads(False)
+        return h, c_next
+
+    @staticmethod
+    def backward(ctx, dh, dc):
+        gates, c = ctx.saved_tensors
+        n_gates, n_c = ctx.needs_input_grad
+        if grad_mode.is_grad_enabled():
+            d_gates, d_c = _lstm_cell_backward_composite(gates, c, dh, dc)
+        else:
+            d_gates, d_c = backend.kernels.lstm_cell_backward(
+                gates._data, c._data, None if dh is None else dh._data, None if dc is None else dc._data)
+            d_gates, d_c = Tensor._wrap(d_gates), Tensor._wrap(d_c)
+        return (d_gates if n_gates else None, d_c if n_c else None)
+
+
+def _lstm_cell_backward_composite(gates, c, dh, dc):
+    """The FusedLSTMCell backward in Tensor ops, activations recomputed from the gates (all of it differentiable)."""
+    from .shape import cat
+
+    H = c.shape[-1]
+    i, f = gates[:, :H].sigmoid(), gates[:, H: 2 * H].sigmoid()
+    g, o = gates[:, 2 * H: 3 * H].tanh(), gates[:, 3 * H:].sigmoid()
+    t = (f * c + i * g).tanh()
+    zero = c * 0.0
+    dh = zero if dh is None else dh
+    dcn = (zero if dc is None else dc) + dh * o * (1 - t * t)
+    d_gates = cat([dcn * g * i * (1 - i), dcn * c * f * (1 - f), dcn * i * (1 - g * g), dh * t * o * (1 - o)], dim=-1)
+    return d_gates, dcn * f
+
+
+def lstm_cell(gates, c):
+    """One LSTM step from pre-activation gates (N, 4H) (x W_ihᵀ + b_ih + h W_hhᵀ + b_hh, gates in PyTorch's order
+    i, f, g, o) and the cell state c (N, H): returns (h', c'), each (N, H), with
+    c' = sigmoid(f) * c + sigmoid(i) * tanh(g) and h' = sigmoid(o) * tanh(c'). One fused op forward and backward."""
+    if not isinstance(gates, Tensor) or not isinstance(c, Tensor):
+        raise TypeError(f"lstm_cell: expected Tensors, got {type(gates).__name__} and {type(c).__name__}")
+    if gates.ndim != 2 or c.ndim != 2 or gates.shape[1] % 4 or gates.shape != (c.shape[0], 4 * c.shape[1]):
+        raise ValueError(f"lstm_cell: gates of shape {tuple(gates.shape)} and c of shape {tuple(c.shape)} do not fit "
+                         "gates (N, 4H) and c (N, H)")
+    if gates.dtype.kind != "f" or gates.dtype != c.dtype:
+        raise ValueError(f"lstm_cell: gates ({gates.dtype}) and c ({c.dtype}) must have the same floating dtype")
+    return FusedLSTMCell.apply(gates, c)
 
 
 class Embedding(Function):

@@ -9,6 +9,7 @@ import builtins
 import numpy as np
 
 from .. import dtypes
+from ..autograd import grad_mode
 from ..autograd.function import Function
 from ..tensor import Tensor
 from ._util import normalize_dim, unbroadcast
@@ -131,6 +132,33 @@ class Index(Function):
     @staticmethod
     def backward(ctx, g):
         return IndexAdd.apply(g, ctx.index, ctx.shape), None
+
+
+class Unbind(Function):
+    """ys = the slices of x along dim (views, one output each);  the gradient is the slices' gradients stacked
+    along dim, zeros for slices that got none. One node and one gradient array for all slices: taking the
+    slices one by one (select) would give each a full-size zero-filled gradient, summed in the engine (quadratic
+    in the number of slices, what an LSTM stepping over its projected inputs used to pay)."""
+
+    @staticmethod
+    def forward(ctx, x, dim):
+        ctx.dim = dim
+        ctx.set_materialize_grads(False)
+        lead = (slice(None),) * dim
+        return tuple(x._data[lead + (i,)] for i in range(x.shape[dim]))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        shape, dtype = ctx.input_meta[0]
+        if grad_mode.is_grad_enabled():  # create_graph: the stack itself is differentiable
+            zero = Tensor._wrap(np.zeros(shape[:ctx.dim] + shape[ctx.dim + 1:], dtype=dtype))
+            return stack([zero if g is None else g for g in grads], ctx.dim), None
+        out = np.empty(shape, dtype=dtype) if all(g is not None for g in grads) else np.zeros(shape, dtype=dtype)
+        lead = (slice(None),) * ctx.dim
+        for i, g in enumerate(grads):
+            if g is not None:
+                out[lead + (i,)] = g._data
+        return Tensor._wrap(out), None
 
 
 class IndexAdd(Function):
@@ -463,8 +491,11 @@ def chunk(x, chunks, dim=0):
 
 
 def unbind(x, dim=0):
+    """The slices of x along dim, as views: one op (Unbind), whose backward stacks their gradients."""
     d = normalize_dim(dim, x.ndim, "unbind")
-    return tuple(select(x, d, i) for i in range(x.shape[d]))
+    if x.shape[d] == 0:
+        return ()
+    return tuple(_mark_view(y, x) for y in Unbind.apply(x, d))
 
 
 def _normalize_index(index, shape):

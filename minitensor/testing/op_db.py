@@ -345,6 +345,9 @@ register(
            torch_op=lambda x, size, dim: _torch().cat([p * (i + 1) for i, p in enumerate(x.split(size, dim))], dim), supports_size0=False),
     OpInfo("chunk", lambda x, dim: x.chunk(2, dim)[-1], _np_last_chunk, _dim_sample(min_side=1),
            torch_op=lambda x, dim: x.chunk(2, dim)[-1], supports_size0=False),
+    OpInfo("unbind", lambda x, dim: mt.stack(list(x.unbind(dim))[::2], dim),
+           lambda x, dim: np.take(x, range(0, x.shape[dim], 2), axis=dim), _dim_sample(min_side=1),
+           supports_size0=False, torch_op=lambda x, dim: _torch().stack(x.unbind(dim)[::2], dim)),
     OpInfo("tril", lambda x, diagonal: x.tril(diagonal), lambda x, diagonal: np.tril(x, diagonal), _matrix_sample(),
            torch_op=lambda x, diagonal: x.tril(diagonal)),
     OpInfo("triu", lambda x, diagonal: x.triu(diagonal), lambda x, diagonal: np.triu(x, diagonal), _matrix_sample(),
@@ -416,6 +419,40 @@ register(
            torch_op=lambda x, *wb, normalized_shape: _torch().nn.functional.layer_norm(x, normalized_shape, *wb), supports_size0=False),
     OpInfo("conv2d", lambda x, w, b, **kw: conv2d(x, w, b, **kw), _np_conv2d, _conv_sample(), supports_size0=False,
            float32_tol=(1e-4, 1e-4), torch_op=lambda x, w, b, **kw: _torch().nn.functional.conv2d(x, w, b, **kw)),
+)
+
+
+@st.composite
+def _lstm_cell_sample(draw, max_dims=3):
+    """gates (N, 4H) in [-3, 3] (every activation off its flat tails) and c (N, H); N or H may be 0."""
+    n, h = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    return Sample((draw(mts.arrays((n, 4 * h), -3.0, 3.0)), draw(mts.arrays((n, h)))), {})
+
+
+def _np_lstm_cell(gates, c):
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    i, f, g, o = np.split(gates, 4, axis=-1)
+    c_next = sig(f) * c + sig(i) * np.tanh(g)
+    return sig(o) * np.tanh(c_next), c_next
+
+
+def _torch_lstm_cell(gates, c):
+    torch = _torch()
+    i, f, g, o = gates.chunk(4, dim=-1) if gates.shape[-1] else (gates,) * 4
+    c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c_next), c_next
+
+
+# h' and c' side by side, so one random projection checks both gradients; and each alone, so the other output's
+# gradient reaches backward as None (h' feeds the next step and the output, c' only the next step)
+register(
+    OpInfo("lstm_cell", lambda g, c: mt.cat(list(_F().lstm_cell(g, c)), dim=-1),
+           lambda g, c: np.concatenate(_np_lstm_cell(g, c), axis=-1), _lstm_cell_sample(),
+           torch_op=lambda g, c: _torch().cat(_torch_lstm_cell(g, c), dim=-1)),
+    OpInfo("lstm_cell_h", lambda g, c: _F().lstm_cell(g, c)[0], lambda g, c: _np_lstm_cell(g, c)[0],
+           _lstm_cell_sample(), torch_op=lambda g, c: _torch_lstm_cell(g, c)[0]),
+    OpInfo("lstm_cell_c", lambda g, c: _F().lstm_cell(g, c)[1], lambda g, c: _np_lstm_cell(g, c)[1],
+           _lstm_cell_sample(), torch_op=lambda g, c: _torch_lstm_cell(g, c)[1]),
 )
 
 

@@ -43,6 +43,12 @@ def run_all(C, rng_seed=0):
     cdx, cdw, cdb = np.empty_like(img), np.empty_like(wt), np.empty(8, np.float32)
     C.conv2d_backward(conv, img, wt, [1, 1], [1, 1], [1, 1], cdx, cdw, cdb)
     out.update(conv_dx=cdx, conv_dw=cdw, conv_db=cdb)
+    gates, cell = rng.standard_normal((203, 4 * 67)).astype(np.float32), rng.standard_normal((203, 67)).astype(np.float32)
+    h, c_next = np.empty_like(cell), np.empty_like(cell)
+    C.lstm_cell_forward(gates, cell, h, c_next)
+    d_gates, d_cell = np.empty_like(gates), np.empty_like(cell)
+    C.lstm_cell_backward(gates, cell, h, c_next, d_gates, d_cell)
+    out.update(lstm_h=h, lstm_c=c_next, lstm_d_gates=d_gates, lstm_d_c=d_cell)
     return out
 
 
