@@ -12,7 +12,8 @@ Function class: Matmul, Add, LayerNorm, ...) it records:
   calls        forward calls
   forward_ms   time in Function.apply: the forward plus recording the graph node (the op's whole cost)
   backward_ms  time in the op's backward formula during the engine's walk
-  flops        forward FLOPs where known, else None: 2·M·N·K per matrix product for Matmul (batch included),
+  flops        forward FLOPs where known, else None: 2·M·N·K per matrix product for Matmul (batch included)
+               and Linear (a Linear layer with a bias: the GEMM with the bias add fused; the add is not counted),
                and the same for Conv2d's GEMM (M = out channels, K = in channels·kh·kw, N = batch·OH·OW; the
                bias is not counted). A matmul's backward costs about twice its forward.
   bytes        nbytes of the forward's tensor inputs plus outputs: a rough traffic figure (views count in full)
@@ -36,7 +37,7 @@ import numpy as np
 from .autograd import _cython_engine, _python_engine, function
 from .backend import native
 from .ops.conv import Conv2d
-from .ops.linalg import Matmul
+from .ops.linalg import Linear, Matmul
 from .tensor import Tensor
 
 _ENGINES = tuple(engine for engine in (_python_engine, _cython_engine) if engine is not None)
@@ -62,7 +63,12 @@ def _conv2d_flops(args, out):
     return 2 * oc * math.prod(args[1].shape[1:]) * n * oh * ow
 
 
-_FLOPS = {Matmul: _matmul_flops, Conv2d: _conv2d_flops}
+def _linear_flops(args, out):
+    x, w = args[0], args[1]
+    return 2 * math.prod(x.shape[:-1]) * w.shape[0] * w.shape[1]
+
+
+_FLOPS = {Matmul: _matmul_flops, Linear: _linear_flops, Conv2d: _conv2d_flops}
 
 
 def _nbytes(values):
@@ -198,7 +204,7 @@ class profile:
         for r in shown + [total]:
             flops, fwd_ms = r["flops"], r["forward_ms"]
             mflop = "" if flops is None else f"{flops / 1e6:.1f}"
-            # (no rate on the total row: its FLOPs are Matmul's and Conv2d's, its time every op's)
+            # (no rate on the total row: its FLOPs are Matmul's, Linear's and Conv2d's, its time every op's)
             gflops = "" if flops is None or not fwd_ms or r is total else f"{flops / fwd_ms / 1e6:.1f}"
             mb = "" if r["bytes"] is None else f"{r['bytes'] / 1e6:.1f}"
             share = 100 * r["total_ms"] / ops_ms if ops_ms else 0.0

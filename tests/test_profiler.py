@@ -33,7 +33,8 @@ def backend(request):
 
 
 class Block(nn.Module):
-    """One attention head and an MLP on (B, T, D) tokens: 5 matmuls."""
+    """One attention head and an MLP on (B, T, D) tokens: 3 Linear layers (bias fused into the GEMM) and 2
+    matmuls."""
 
     def __init__(self, d, hidden):
         super().__init__()
@@ -49,9 +50,9 @@ class Block(nn.Module):
 
 
 B, T, D, H = 2, 5, 8, 16
-MATMUL_FLOPS = (2 * B * T * D * 3 * D      # qkv: (B*T, D) @ (D, 3D)
-                + 2 * B * T * T * D        # q @ kᵀ: B products (T, D) @ (D, T)
-                + 2 * B * T * D * T        # attn @ v: B products (T, T) @ (T, D)
+MATMUL_FLOPS = (2 * B * T * T * D          # q @ kᵀ: B products (T, D) @ (D, T)
+                + 2 * B * T * D * T)       # attn @ v: B products (T, T) @ (T, D)
+LINEAR_FLOPS = (2 * B * T * D * 3 * D      # qkv: (B*T, D) @ (D, 3D)
                 + 2 * B * T * D * H        # fc1
                 + 2 * B * T * H * D)       # fc2
 
@@ -70,16 +71,16 @@ def test_block_records_matmul_calls_flops_backward_and_backend(engine, backend):
         run_block()
     rows = {r["name"]: r for r in prof.key_averages()}
     assert all(set(r) == ROW_KEYS for r in rows.values())
-    matmul = rows["Matmul"]
-    # Matmul's backward runs matmuls of its own: they belong to it, so the count stays at the 5 forward calls
-    assert matmul["calls"] == 5
-    assert matmul["flops"] == MATMUL_FLOPS
-    assert matmul["backend"] == backend
+    matmul, linear = rows["Matmul"], rows["Linear"]
+    # the backward formulas run matmuls of their own: they belong to their op, so the counts stay at the forward calls
+    assert (matmul["calls"], linear["calls"]) == (2, 3)
+    assert (matmul["flops"], linear["flops"]) == (MATMUL_FLOPS, LINEAR_FLOPS)
+    assert matmul["backend"] == linear["backend"] == backend
     assert rows["Add"]["backend"] == "numpy"  # numpy ufuncs under either backend
-    for name in ("Matmul", "Softmax", "Gelu", "Add", "Mean"):
+    for name in ("Matmul", "Linear", "Softmax", "Gelu", "Add", "Mean"):
         assert rows[name]["forward_ms"] > 0 and rows[name]["backward_ms"] > 0, name
         assert rows[name]["total_ms"] == pytest.approx(rows[name]["forward_ms"] + rows[name]["backward_ms"])
-        assert rows[name]["flops"] is None or name == "Matmul"
+        assert rows[name]["flops"] is None or name in ("Matmul", "Linear")
     assert rows["Gelu"]["bytes"] == 2 * B * T * H * 4  # float32 in and out
     times = [r["total_ms"] for r in prof.key_averages()]
     assert times == sorted(times, reverse=True)

@@ -16,6 +16,11 @@ def matmul(a, b):
     return np.matmul(a, b)
 
 
+def linear(x, w, b):
+    """x (..., in) @ w (out, in)ᵀ + b (out,): a Linear layer's forward."""
+    return np.matmul(x, w.T) + b
+
+
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 

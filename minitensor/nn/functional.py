@@ -4,6 +4,7 @@ import math
 import numpy as np
 
 from ..ops.conv import conv2d
+from ..ops.linalg import Linear as _Linear
 from ..ops.elementwise import gelu, relu, sigmoid, softplus, tanh
 from ..ops.loss import binary_cross_entropy_with_logits, cross_entropy, l1_loss, mse_loss, nll_loss, one_hot
 from ..ops.nn import dropout as _dropout
@@ -25,6 +26,8 @@ def linear(input, weight, bias=None):
     if weight.ndim != 2 or input.shape[-1:] != weight.shape[1:]:
         raise ValueError(f"linear: input of shape {tuple(input.shape)} does not fit weight of shape "
                          f"{tuple(weight.shape)} (expected input (..., {weight.shape[-1] if weight.ndim else '?'}))")
+    if bias is not None and input.ndim >= 1 and input.dtype == weight.dtype == bias.dtype and bias.shape == weight.shape[:1]:
+        return _Linear.apply(input, weight, bias)  # the bias add fused into the GEMM
     out = input @ weight.mT
     return out + bias if bias is not None else out
 

@@ -40,6 +40,27 @@ class Matmul(Function):
         return ga, gb
 
 
+class Linear(Function):
+    """y = x Wᵀ + b in one kernel call (see backend linear); dx = g W, dW = gᵀ x over the folded batch
+    (one GEMM), db = g summed over the batch. The backward uses Tensor ops, so it is differentiable again."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        return backend.kernels.linear(x._data, w._data, b._data)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        nx, nw, nb = ctx.needs_input_grad
+        n, k = w.shape
+        g2 = g.reshape(-1, n)
+        gx = (g2 @ w).reshape(x.shape) if nx else None
+        gw = g2.mT @ x.reshape(-1, k) if nw else None
+        gb = g2.sum(0) if nb else None
+        return gx, gw, gb
+
+
 def matmul(a, b):
     a, b = binary_operands(a, b, "matmul")
     if a.ndim == 0 or b.ndim == 0:
