@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from timing import timeit
+
 GEMM_CASES = [
     ("square 128", (128, 128, 128), None),
     ("square 256", (256, 256, 256), None),
@@ -28,18 +30,6 @@ GEMM_CASES = [
     ("ViT MLP (65*64 x 128 x 384)", (65 * 64, 128, 384), None),
     ("attention QK^T (256 x 17x16 @ 16x17)", (17, 16, 17), 256),
 ]
-
-
-def timeit(fn, min_time=0.05):
-    """Seconds per call: enough calls to fill min_time."""
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_time:
-            return elapsed / n
 
 
 def race(contenders, rounds):

@@ -21,16 +21,7 @@ import subprocess
 import sys
 import time
 
-
-def timeit(fn, min_time=0.05):
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_time:
-            return elapsed / n
+from timing import timeit
 
 
 def child(threads, n, h, rounds):

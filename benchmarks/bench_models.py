@@ -41,6 +41,8 @@ import subprocess
 import sys
 import time
 
+from timing import timeit
+
 SEED = 0
 CONFIGS = ["vit_tiny", "vit_small", "transformer", "seq2seq"]
 ALL = CONFIGS + ["overhead"]
@@ -355,18 +357,6 @@ def race_steps(contenders, warmup, rounds, steps):
                 fn()
                 times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(v) for name, v in times.items()}
-
-
-def timeit(fn, min_time):
-    """Seconds per call: enough calls to fill min_time (for the microsecond-scale overhead ops)."""
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_time:
-            return elapsed / n
 
 
 def race_calls(contenders, rounds, min_time):

@@ -178,7 +178,6 @@ class Seq2SeqRecipe(Recipe):
 
         self.src_vocab = Vocab.from_state_dict(extra["src_vocab"])
         self.tgt_vocab = Vocab.from_state_dict(extra["tgt_vocab"])
-        self.attention = True
 
     def build_model(self, config):
         if config:

@@ -60,7 +60,7 @@ class Seq2Seq(nn.Module):
             h = c = mt.zeros(n, lstm.hidden_size, dtype=x.dtype)
             outputs = []
             for t in range(steps):
-                h_new, c_new = _lstm_cell(step_inputs[t] + F.linear(h, w_hh), c)
+                h_new, c_new = F.lstm_cell(step_inputs[t] + F.linear(h, w_hh), c)
                 h = mt.where(valid[:, t], h_new, h)
                 c = mt.where(valid[:, t], c_new, c)
                 outputs.append(h)
@@ -182,8 +182,3 @@ class Seq2Seq(nn.Module):
         best = max(pool, key=lambda b: b[1] / max(len(b[0]), 1) ** length_penalty)
         return mt.tensor(best[0], dtype=mt.int64)
 
-
-def _lstm_cell(gates, c):
-    """PyTorch's LSTM update from the pre-activation gates (N, 4H), in the order i, f, g, o: the fused
-    F.lstm_cell (h' = sigmoid(o) tanh(c'), c' = sigmoid(f) c + sigmoid(i) tanh(g))."""
-    return F.lstm_cell(gates, c)

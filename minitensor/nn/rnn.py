@@ -14,12 +14,6 @@ from .module import Module
 from .parameter import Parameter
 
 
-def lstm_cell(gates, c):
-    """The LSTM state update from pre-activation gates (N, 4H) and the cell state c (N, H): returns (h', c').
-    F.lstm_cell: one fused op (a C++ kernel each way on the native backend)."""
-    return F.lstm_cell(gates, c)
-
-
 def _uniform_init(module, hidden_size):
     bound = 1.0 / math.sqrt(hidden_size) if hidden_size > 0 else 0
     for p in module.parameters():
@@ -55,7 +49,7 @@ class LSTMCell(Module):
             hx = (zeros, zeros)
         h, c = hx
         gates = F.linear(input, self.weight_ih, self.bias_ih) + F.linear(h, self.weight_hh, self.bias_hh)
-        h, c = lstm_cell(gates, c)
+        h, c = F.lstm_cell(gates, c)
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
 
     def extra_repr(self):
@@ -128,7 +122,7 @@ class LSTM(Module):
                 order = range(steps - 1, -1, -1) if direction else range(steps)
                 hs = [None] * steps
                 for t in order:
-                    h, c = lstm_cell(step_inputs[t] + F.linear(h, w_hh), c)
+                    h, c = F.lstm_cell(step_inputs[t] + F.linear(h, w_hh), c)
                     hs[t] = h
                 outputs.append(stack(hs) if steps else projected[..., : self.hidden_size] * 0)
                 h_n.append(h)
