@@ -101,11 +101,20 @@ MT_ALWAYS_INLINE T tree_reduce(typename Lanes<T, N>::type v, Op op) {
 }
 
 // sum over j < n of f(j): `vec(j)` gives elements j..j+kLanes-1 as a Lanes vector, `one(j)` a single element.
+// Four accumulators: one would chain every add on the previous one (4 cycles each), so a row in L1 would be
+// summed at a quarter of the load rate; four independent chains keep the adder busy.
 template <class T, class VecF, class OneF>
 MT_ALWAYS_INLINE T lane_sum(index_t n, VecF vec, OneF one) {
-    typename Lanes<T>::type acc = {};
+    typename Lanes<T>::type acc = {}, acc1 = {}, acc2 = {}, acc3 = {};
     index_t j = 0;
+    for (; j + 4 * kLanes <= n; j += 4 * kLanes) {
+        acc += vec(j);
+        acc1 += vec(j + kLanes);
+        acc2 += vec(j + 2 * kLanes);
+        acc3 += vec(j + 3 * kLanes);
+    }
     for (; j + kLanes <= n; j += kLanes) acc += vec(j);
+    acc = (acc + acc1) + (acc2 + acc3);
     T s = tree_reduce<T, kLanes>(acc, [](auto a, auto b) { return a + b; });
     for (; j < n; ++j) s += one(j);
     return s;
@@ -164,9 +173,14 @@ template <class T, class VecF, class OneF>
 MT_ALWAYS_INLINE T lane_max(index_t n, VecF vec, OneF one) {
     typedef typename Lanes<T>::type V;
     auto max_op = [](auto a, auto b) { return nan_max(a, b); };
-    V acc = V{} - std::numeric_limits<T>::infinity();
+    V acc = V{} - std::numeric_limits<T>::infinity(), acc1 = acc;  // two chains, as in lane_sum
     index_t j = 0;
+    for (; j + 2 * kLanes <= n; j += 2 * kLanes) {
+        acc = nan_max(acc, vec(j));
+        acc1 = nan_max(acc1, vec(j + kLanes));
+    }
     for (; j + kLanes <= n; j += kLanes) acc = nan_max(acc, vec(j));
+    acc = nan_max(acc, acc1);
     T m = tree_reduce<T, kLanes>(acc, max_op);
     for (; j < n; ++j) {
         const T v = one(j);
