@@ -20,6 +20,8 @@
 #include <chrono>
 #include <cstring>
 
+#include <unistd.h>
+
 namespace mt {
 
 template <class T, int W>
@@ -79,86 +81,58 @@ using MacroFn = void (*)(index_t, index_t, index_t, const T*, bool, index_t, ind
                          T);
 
 template <class T>
+using PackAFn = void (*)(index_t, index_t, const T*, index_t, index_t, T*);
+template <class T>
+using PackBFn = void (*)(index_t, index_t, const T*, index_t, index_t, T*, index_t, index_t);
+
+template <class T>
 struct Impl {
     MacroFn<T> macro;
+    PackAFn<T> pack_a;
+    PackBFn<T> pack_b;
     Blocking blk;
 };
+
+// The kernels of one ISA namespace for (T, W, MR, NV).
+#define MT_IMPL(NS, T, W, MR, NV, KC, MC, NC) \
+    Impl<T> { NS::macro_kernel<T, W, MR, NV>, NS::pack_a<T, MR>, NS::pack_b<T, W, NV>, {MR, NV * W, KC, MC, NC} }
 
 template <class T>
 Impl<T> impl_for(Isa isa);
 
+// KC for the AVX-512 kernels follows this CPU's L1 (a B sliver of KC x NR in about two thirds of it): 256 on a
+// 48 KiB L1 (Intel since Ice Lake; measured best there), 128 on a 32 KiB one (Zen 4). MC keeps the packed A
+// block (MC x KC) within a quarter of a 1 MiB or larger L2.
+static index_t kc_for_l1(index_t sliver_row_bytes) {
+    static const long l1 = [] {
+        const long v = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+        return v > 0 ? v : 32 * 1024;
+    }();
+    return std::clamp<index_t>((2 * l1 / 3) / sliver_row_bytes / 64 * 64, 128, 256);
+}
+
 template <>
 Impl<float> impl_for<float>(Isa isa) {
 #if MT_X86
-    if (isa == Isa::avx512) return {isa_avx512::macro_kernel<float, 16, 6, 2>, {6, 32, 128, 480, 4096}};
-    if (isa == Isa::avx2) return {isa_avx2::macro_kernel<float, 8, 6, 2>, {6, 16, 256, 240, 4096}};
+    if (isa == Isa::avx512) {
+        const index_t kc = kc_for_l1(32 * sizeof(float));
+        return MT_IMPL(isa_avx512, float, 16, 6, 2, kc, kc == 128 ? 480 : 240, 4096);
+    }
+    if (isa == Isa::avx2) return MT_IMPL(isa_avx2, float, 8, 6, 2, 256, 240, 4096);
 #endif
-    return {isa_base::macro_kernel<float, 4, 4, 2>, {4, 8, 256, 128, 4096}};
+    return MT_IMPL(isa_base, float, 4, 4, 2, 256, 128, 4096);
 }
 
 template <>
 Impl<double> impl_for<double>(Isa isa) {
 #if MT_X86
-    if (isa == Isa::avx512) return {isa_avx512::macro_kernel<double, 8, 6, 2>, {6, 16, 128, 240, 4096}};
-    if (isa == Isa::avx2) return {isa_avx2::macro_kernel<double, 4, 6, 2>, {6, 8, 256, 120, 4096}};
+    if (isa == Isa::avx512) {
+        const index_t kc = kc_for_l1(16 * sizeof(double));
+        return MT_IMPL(isa_avx512, double, 8, 6, 2, kc, kc == 128 ? 240 : 120, 4096);
+    }
+    if (isa == Isa::avx2) return MT_IMPL(isa_avx2, double, 4, 6, 2, 256, 120, 4096);
 #endif
-    return {isa_base::macro_kernel<double, 2, 4, 2>, {4, 4, 256, 64, 4096}};
-}
-
-// ---------------------------------------------------------------------------------------------- packing
-// A (mc x kc block) -> slivers of MR rows, k-major: Ap[s][k][i] = A(s*MR + i, k), zero past mc.
-// The loop order follows A's layout so the source is read contiguously: row-major A row by row.
-template <class T>
-static void pack_a(index_t mc, index_t kc, const T* A, index_t rs, index_t cs, int MR, T* Ap) {
-    for (index_t s = 0; s < mc; s += MR) {
-        const index_t rows = std::min<index_t>(MR, mc - s);
-        T* out = Ap + s * kc;
-        if (cs == 1) {
-            for (index_t i = 0; i < rows; ++i) {
-                const T* row = A + (s + i) * rs;
-                for (index_t k = 0; k < kc; ++k) out[k * MR + i] = row[k];
-            }
-            for (index_t i = rows; i < MR; ++i)
-                for (index_t k = 0; k < kc; ++k) out[k * MR + i] = T(0);
-            continue;
-        }
-        for (index_t k = 0; k < kc; ++k) {
-            const T* col = A + s * rs + k * cs;
-            index_t i = 0;
-            for (; i < rows; ++i) out[k * MR + i] = col[i * rs];
-            for (; i < MR; ++i) out[k * MR + i] = T(0);
-        }
-    }
-}
-
-// B (kc x nc block), slivers [s0, s1) of NR columns, k-major: Bp[s][k][j] = B(k, s*NR + j), zero past nc.
-// Row-major B is copied row by row; column-major B (a transposed view, rs == 1) column by column, so a
-// transposed operand is read contiguously instead of with a stride of a whole row per element.
-template <class T>
-static void pack_b(index_t kc, index_t nc, const T* B, index_t rs, index_t cs, int NR, T* Bp, index_t s0, index_t s1) {
-    for (index_t s = s0; s < s1; ++s) {
-        const index_t j0 = s * NR;
-        const index_t cols = std::min<index_t>(NR, nc - j0);
-        T* out = Bp + j0 * kc;
-        if (rs == 1 && cs != 1) {
-            for (index_t j = 0; j < cols; ++j) {
-                const T* col = B + (j0 + j) * cs;
-                for (index_t k = 0; k < kc; ++k) out[k * NR + j] = col[k];
-            }
-            for (index_t j = cols; j < NR; ++j)
-                for (index_t k = 0; k < kc; ++k) out[k * NR + j] = T(0);
-            continue;
-        }
-        for (index_t k = 0; k < kc; ++k) {
-            const T* row = B + k * rs + j0 * cs;
-            index_t j = 0;
-            if (cs == 1)
-                for (; j < cols; ++j) out[k * NR + j] = row[j];
-            else
-                for (; j < cols; ++j) out[k * NR + j] = row[j * cs];
-            for (; j < NR; ++j) out[k * NR + j] = T(0);
-        }
-    }
+    return MT_IMPL(isa_base, double, 2, 4, 2, 256, 64, 4096);
 }
 
 template <class T>
@@ -185,20 +159,22 @@ struct Workspace {
 template <class T>
 static void gemm_serial(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, T* C, index_t rs_c,
                         index_t cs_c, const Impl<T>& impl, const Blocking& b, Workspace<T>& ws) {
-    // Packing A pays when each A sliver is reused across many B slivers and must stream from L2 in order;
-    // for a product with few column slivers (attention's 17 x 16 @ 16 x 17) reading A in place is cheaper.
-    const bool pack_a_first = N > 2 * b.NR;
+    // Packing A pays when each A sliver is reused across many B slivers and A is too big to stay in L2 as it
+    // is, or is read across rows (transposed). A small row-major A (up to 1 MiB: 128 x 128 ... 512 x 512) or a
+    // product with few column slivers (attention's 17 x 16 @ 16 x 17) is read in place: measured faster.
+    const bool pack_a_first =
+        N > 2 * b.NR && (A.cs != 1 || M * K * static_cast<index_t>(sizeof(T)) > (index_t(1) << 20));
     for (index_t jc = 0; jc < N; jc += b.NC) {
         const index_t nc = std::min(b.NC, N - jc);
         for (index_t pc = 0; pc < K; pc += b.KC) {
             const index_t kc = std::min(b.KC, K - pc);
-            pack_b(kc, nc, B.data + pc * B.rs + jc * B.cs, B.rs, B.cs, b.NR, ws.b.ptr, 0, (nc + b.NR - 1) / b.NR);
+            impl.pack_b(kc, nc, B.data + pc * B.rs + jc * B.cs, B.rs, B.cs, ws.b.ptr, 0, (nc + b.NR - 1) / b.NR);
             for (index_t ic = 0; ic < M; ic += b.MC) {
                 const index_t mc = std::min(b.MC, M - ic);
                 const T* Ablk = A.data + ic * A.rs + pc * A.cs;
                 const T beta_k = pc == 0 ? beta : T(1);
                 if (pack_a_first) {
-                    pack_a(mc, kc, Ablk, A.rs, A.cs, b.MR, ws.a.ptr);
+                    impl.pack_a(mc, kc, Ablk, A.rs, A.cs, ws.a.ptr);
                     impl.macro(mc, nc, kc, ws.a.ptr, true, 0, 0, ws.b.ptr, C + ic * rs_c + jc * cs_c, rs_c, cs_c, alpha, beta_k);
                 } else {
                     impl.macro(mc, nc, kc, Ablk, false, A.rs, A.cs, ws.b.ptr, C + ic * rs_c + jc * cs_c, rs_c, cs_c, alpha, beta_k);
@@ -248,14 +224,14 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
                 const T beta_k = pc == 0 ? beta : T(1);
                 const T* Bblk = B.data + pc * B.rs + jc * B.cs;
 #pragma omp for schedule(static)
-                for (index_t s = 0; s < slivers; ++s) pack_b(kc, nc, Bblk, B.rs, B.cs, b.NR, bp.ptr, s, s + 1);
+                for (index_t s = 0; s < slivers; ++s) impl.pack_b(kc, nc, Bblk, B.rs, B.cs, bp.ptr, s, s + 1);
                 if (m_blocks >= nt) {
                     // enough row blocks: each thread packs its own A blocks and runs them over all of B
 #pragma omp for schedule(static)
                     for (index_t blk = 0; blk < m_blocks; ++blk) {
                         const index_t ic = blk * b.MC;
                         const index_t mc = std::min(b.MC, M - ic);
-                        pack_a(mc, kc, A.data + ic * A.rs + pc * A.cs, A.rs, A.cs, b.MR, ap.ptr);
+                        impl.pack_a(mc, kc, A.data + ic * A.rs + pc * A.cs, A.rs, A.cs, ap.ptr);
                         impl.macro(mc, nc, kc, ap.ptr, true, 0, 0, bp.ptr, C + ic * rs_c + jc * cs_c, rs_c, cs_c, alpha,
                                    beta_k);
                     }
@@ -264,7 +240,7 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
                     for (index_t ic = 0; ic < M; ic += b.MC) {
                         const index_t mc = std::min(b.MC, M - ic);
 #pragma omp single
-                        pack_a(mc, kc, A.data + ic * A.rs + pc * A.cs, A.rs, A.cs, b.MR, shared_a.ptr);
+                        impl.pack_a(mc, kc, A.data + ic * A.rs + pc * A.cs, A.rs, A.cs, shared_a.ptr);
 #pragma omp for schedule(static)
                         for (index_t s = 0; s < slivers; ++s) {
                             const index_t j0 = s * b.NR;
@@ -302,6 +278,10 @@ static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, b
     if (batch == 0) return;
     auto offsets = [&](index_t idx, index_t& oa, index_t& ob, index_t& oc) {
         oa = ob = oc = 0;
+        if (nd == 3) {  // one batch dim (the usual case): no division per product
+            oa = idx * a.strides[0], ob = idx * b.strides[0], oc = idx * c.strides[0];
+            return;
+        }
         for (index_t d = nd - 3; d >= 0; --d) {
             const index_t i = idx % c.shape[d];
             idx /= c.shape[d];

@@ -64,39 +64,105 @@ MT_ALWAYS_INLINE void micro_kernel(index_t kc, const T* __restrict a, index_t a_
         }
         b += NR;
     }
-    if (m == MR && n == NR && cs_c == 1) {  // a full tile of row-major C: vector stores
+    if (cs_c == 1) {  // row-major C: whole vectors stored as vectors (all of them in a full tile), the rest lane by lane
 #pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
+            if (i >= m) break;
 #pragma GCC unroll 4
             for (int j = 0; j < NV; ++j) {
                 T* p = c + i * rs_c + j * W;
                 V out = acc[i][j] * alpha;
-                if (beta != T(0)) {  // beta == 0 must not read C (it may hold garbage, even NaN)
-                    V old;
-                    std::memcpy(&old, p, sizeof(V));
-                    out += old * beta;
+                if ((j + 1) * W <= n) {
+                    if (beta != T(0)) {  // beta == 0 must not read C (it may hold garbage, even NaN)
+                        V old;
+                        std::memcpy(&old, p, sizeof(V));
+                        out += old * beta;
+                    }
+                    std::memcpy(p, &out, sizeof(V));
+                } else {
+                    for (index_t l = 0; l < n - j * W; ++l) p[l] = beta != T(0) ? out[l] + beta * p[l] : out[l];
+                    break;
                 }
-                std::memcpy(p, &out, sizeof(V));
             }
         }
         return;
     }
-    // an edge tile or a strided C: through a local tile, writing only the m x n valid elements
+    // a strided C (a transposed output): element by element, writing only the m x n valid elements
     alignas(64) T tile[MR * NR];
     for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NV; ++j) std::memcpy(tile + i * NR + j * W, &acc[i][j], sizeof(V));
-    for (index_t i = 0; i < m; ++i) {
-        const T* t = tile + i * NR;
-        T* row = c + i * rs_c;
-        if (cs_c == 1 && beta == T(0))  // the common edge: contiguous rows, vectorizable
-            for (index_t j = 0; j < n; ++j) row[j] = alpha * t[j];
-        else if (cs_c == 1)
-            for (index_t j = 0; j < n; ++j) row[j] = alpha * t[j] + beta * row[j];
-        else
-            for (index_t j = 0; j < n; ++j) {
-                T* p = row + j * cs_c;
-                *p = beta != T(0) ? alpha * t[j] + beta * *p : alpha * t[j];
+    for (index_t i = 0; i < m; ++i)
+        for (index_t j = 0; j < n; ++j) {
+            T* p = c + i * rs_c + j * cs_c;
+            *p = beta != T(0) ? alpha * tile[i * NR + j] + beta * *p : alpha * tile[i * NR + j];
+        }
+}
+
+// ---------------------------------------------------------------------------------------------- packing
+// Compiled per ISA like the kernels, so the copies use this ISA's vectors.
+//
+// A (mc x kc block) -> slivers of MR rows, k-major: Ap[s][k][i] = A(s*MR + i, k), zero past mc.
+// The loop order follows A's layout so the source is read contiguously: row-major A row by row.
+template <class T, int MR>
+void pack_a(index_t mc, index_t kc, const T* A, index_t rs, index_t cs, T* Ap) {
+    for (index_t s = 0; s < mc; s += MR) {
+        const index_t rows = std::min<index_t>(MR, mc - s);
+        T* out = Ap + s * kc;
+        if (cs == 1) {
+            for (index_t i = 0; i < rows; ++i) {
+                const T* row = A + (s + i) * rs;
+                for (index_t k = 0; k < kc; ++k) out[k * MR + i] = row[k];
             }
+            for (index_t i = rows; i < MR; ++i)
+                for (index_t k = 0; k < kc; ++k) out[k * MR + i] = T(0);
+            continue;
+        }
+        for (index_t k = 0; k < kc; ++k) {
+            const T* col = A + s * rs + k * cs;
+            index_t i = 0;
+            for (; i < rows; ++i) out[k * MR + i] = col[i * rs];
+            for (; i < MR; ++i) out[k * MR + i] = T(0);
+        }
+    }
+}
+
+// B (kc x nc block), slivers [s0, s1) of NR columns, k-major: Bp[s][k][j] = B(k, s*NR + j), zero past nc.
+// Row-major B is copied row by row (a whole sliver row as NV vectors); column-major B (a transposed view,
+// rs == 1) column by column, so a transposed operand is read contiguously instead of with a stride of a
+// whole row per element.
+template <class T, int W, int NV>
+void pack_b(index_t kc, index_t nc, const T* B, index_t rs, index_t cs, T* Bp, index_t s0, index_t s1) {
+    typedef typename VecT<T, W>::type V;
+    constexpr int NR = NV * W;
+    for (index_t s = s0; s < s1; ++s) {
+        const index_t j0 = s * NR;
+        const index_t cols = std::min<index_t>(NR, nc - j0);
+        T* out = Bp + j0 * kc;
+        if (rs == 1 && cs != 1) {
+            for (index_t j = 0; j < cols; ++j) {
+                const T* col = B + (j0 + j) * cs;
+                for (index_t k = 0; k < kc; ++k) out[k * NR + j] = col[k];
+            }
+            for (index_t j = cols; j < NR; ++j)
+                for (index_t k = 0; k < kc; ++k) out[k * NR + j] = T(0);
+            continue;
+        }
+        for (index_t k = 0; k < kc; ++k) {
+            const T* row = B + k * rs + j0 * cs;
+            T* o = out + k * NR;
+            if (cs == 1 && cols == NR) {
+#pragma GCC unroll 4
+                for (int v = 0; v < NV; ++v) std::memcpy(o + v * W, row + v * W, sizeof(V));
+                continue;
+            }
+            const V zero = {};
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) std::memcpy(o + v * W, &zero, sizeof(V));
+            if (cs == 1)
+                for (index_t j = 0; j < cols; ++j) o[j] = row[j];
+            else
+                for (index_t j = 0; j < cols; ++j) o[j] = row[j * cs];
+        }
     }
 }
 

@@ -46,6 +46,10 @@ def matmul(a, b):
     """numpy.matmul semantics on the GEMM kernel: 1-D operands, batches with broadcast batch dims."""
     if not _float(a, b) or a.ndim == 0 or b.ndim == 0:
         return numpy_ref.matmul(a, b)
+    if a.ndim == 2 and b.ndim == 2:  # the common case, without the broadcasting below (it costs ~10 us a call)
+        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        _C.gemm(_readable(a), _readable(b), out)  # the kernel checks that the inner dims agree
+        return out
     if b.ndim == 2 and a.ndim > 2:
         # (..., M, K) @ (K, N): fold the batch into M, one big GEMM instead of one per batch element
         # re-packing the same B (the shape of every Linear layer)
@@ -54,11 +58,15 @@ def matmul(a, b):
         return out
     a2 = a[None, :] if a.ndim == 1 else a
     b2 = b[:, None] if b.ndim == 1 else b
-    batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
     m, k = a2.shape[-2:]
     n = b2.shape[-1]
+    if a2.shape[:-2] == b2.shape[:-2]:  # equal batch dims (attention's Q @ Kᵀ): nothing to broadcast
+        batch = a2.shape[:-2]
+    else:
+        batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        a2, b2 = np.broadcast_to(a2, batch + (m, k)), np.broadcast_to(b2, batch + (k, n))
     out = np.empty(batch + (m, n), dtype=a.dtype)
-    _C.gemm(_readable(np.broadcast_to(a2, batch + (m, k))), _readable(np.broadcast_to(b2, batch + (k, n))), out)
+    _C.gemm(_readable(a2), _readable(b2), out)
     if a.ndim == 1:
         out = out[..., 0, :]
     if b.ndim == 1:

@@ -42,7 +42,7 @@ def layout(rng, shape, dtype, kind):
     raise ValueError(kind)
 
 
-@given(m=sizes, n=sizes, k=st.sampled_from(EDGE_SIZES + [300, 1100]), dtype=st.sampled_from([np.float32, np.float64]),
+@given(m=sizes, n=sizes, k=st.sampled_from(EDGE_SIZES + [255, 256, 257, 300, 1100]), dtype=st.sampled_from([np.float32, np.float64]),
        ta=st.booleans(), tb=st.booleans(), la=st.sampled_from(["contiguous", "fortran", "strided", "negative"]),
        lb=st.sampled_from(["contiguous", "fortran", "strided", "negative"]), isa=st.sampled_from(supported_isas()),
        gap=st.sampled_from([0, 3]))
