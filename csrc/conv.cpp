@@ -103,6 +103,24 @@ static bool parallel_images(index_t n, const Geometry& g, index_t oc) {
     return n > 1 && max_threads() > 1 && n * oc * g.ckk() * g.L() >= kParallelGrain;
 }
 
+// sum of p[0..n) over 16 interleaved partial sums added in a fixed order: vectorized (a plain `acc += p[l]`
+// loop is one dependency chain the compiler may not reorder), and the same result on every machine.
+template <class T>
+static T lane_sum16(const T* p, index_t n) {
+    typedef T V __attribute__((vector_size(16 * sizeof(T))));
+    V acc = {};
+    index_t l = 0;
+    for (; l + 16 <= n; l += 16) {
+        V v;
+        std::memcpy(&v, p + l, sizeof(V));
+        acc += v;
+    }
+    T s = 0;
+    for (int i = 0; i < 16; ++i) s += acc[i];
+    for (; l < n; ++l) s += p[l];
+    return s;
+}
+
 template <class T>
 static void conv_forward(const py::array& x_in, const py::array& w_in, const py::object& b_in, const std::vector<index_t>& s,
                          const std::vector<index_t>& p, const std::vector<index_t>& d, const py::array& out_arr) {
@@ -188,23 +206,21 @@ static void conv_backward(const py::array& g_in, const py::array& x_in, const py
                     const T* gn = gp + n * OC * L;
                     if (dw) {
                         im2col_image(xp + n * CHW, g, cols.ptr, L);
-                        // as dW^T (CKK x OC) = cols @ g^T, written transposed into (OC, CKK): CKK rows and OC
-                        // columns fill the register tiles better than OC rows (often 32 or 64) do
+                        // as dW^T (CKK x OC) = cols @ g^T into a row-major partial (CKK, OC), transposed when the
+                        // chunks are added: CKK rows and OC columns fill the register tiles better than OC rows
+                        // (often 32 or 64) do, and a row-major C is stored in whole vectors
                         gemm<T>(CKK, OC, L, T(1), {cols.ptr, L, 1}, Mat<T>{gn, L, 1}.transposed(),
-                                n == c * kChunkImages ? T(0) : T(1), pw.data() + c * OC * CKK, 1, CKK, inner, isa);
+                                n == c * kChunkImages ? T(0) : T(1), pw.data() + c * OC * CKK, OC, 1, inner, isa);
                     }
                     if (db)
-                        for (index_t o = 0; o < OC; ++o) {
-                            T acc = 0;
-                            for (index_t l = 0; l < L; ++l) acc += gn[o * L + l];
-                            pb[c * OC + o] += acc;
-                        }
+                        for (index_t o = 0; o < OC; ++o) pb[c * OC + o] += lane_sum16(gn + o * L, L);
                 }
         }
         if (dw) {  // chunk order: deterministic
             std::fill(dw, dw + OC * CKK, T(0));
             for (index_t c = 0; c < chunks; ++c)
-                for (index_t k = 0; k < OC * CKK; ++k) dw[k] += pw[c * OC * CKK + k];
+                for (index_t o = 0; o < OC; ++o)
+                    for (index_t k = 0; k < CKK; ++k) dw[o * CKK + k] += pw[(c * CKK + k) * OC + o];
         }
         if (db) {
             std::fill(db, db + OC, T(0));
