@@ -2,12 +2,57 @@
 //
 //   gelu(x)  = x * Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2;   gelu'(x) = Phi(x) + x * exp(-x^2 / 2) / sqrt(2 pi)
 //   tanh form: gelu(x) = x/2 (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
+//   Both run on vectors, per ISA (activations_body.h: the float32 Phi and its accuracy); erf keeps std::erf.
 // Elements are independent, so threads split ranges and results do not depend on the thread count.
 #include <cmath>
+#include <cstring>
+#include <limits>
 
 #include "common.h"
+#include "gemm.h"
+#include "row_kernels.h"
 
 namespace mt {
+
+// GELU forward and backward on vectors (activations_body.h), compiled once per ISA.
+namespace act_base {
+#define MT_KERNEL_ISA 0
+#include "row_kernels_body.h"
+#include "activations_body.h"
+#undef MT_KERNEL_ISA
+}  // namespace act_base
+#if MT_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace act_avx2 {
+#define MT_KERNEL_ISA 1
+#include "row_kernels_body.h"
+#include "activations_body.h"
+#undef MT_KERNEL_ISA
+}  // namespace act_avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx2,fma")
+namespace act_avx512 {
+#define MT_KERNEL_ISA 2
+#include "row_kernels_body.h"
+#include "activations_body.h"
+#undef MT_KERNEL_ISA
+}  // namespace act_avx512
+#pragma GCC pop_options
+#endif
+
+template <class T>
+using GeluFn = void (*)(index_t, index_t, const T*, const T*, T*, bool);
+
+template <class T>
+static GeluFn<T> gelu_kernel(Isa isa) {
+#if MT_X86
+    if (isa == Isa::avx512) return act_avx512::gelu_range<T>;
+    if (isa == Isa::avx2) return act_avx2::gelu_range<T>;
+#endif
+    return act_base::gelu_range<T>;
+}
 
 template <class T, class F>
 static void elementwise(const py::array& x_in, const py::array& out_arr, const char* op, F fn) {
@@ -20,33 +65,27 @@ static void elementwise(const py::array& x_in, const py::array& out_arr, const c
     for (index_t i = 0; i < n; ++i) out[i] = fn(xp[i], i);
 }
 
+// gelu (g_in None) or its backward g * gelu'(x), in blocks of a fixed size split between threads.
 template <class T>
-static T gelu_value(T x, bool tanh_form) {
-    if (tanh_form) {
-        const T k = T(0.7978845608028654), u = k * (x + T(0.044715) * x * x * x);
-        return T(0.5) * x * (T(1) + std::tanh(u));
+static void gelu_entry(const py::array& x_in, const py::object& g_in, const py::array& out_arr, bool tanh_form, Isa isa) {
+    const char* op = g_in.is_none() ? "gelu" : "gelu_backward";
+    auto x = contiguous_input<T>(x_in, op, "x");
+    const std::vector<index_t> shape(x.shape(), x.shape() + x.ndim());
+    py::array_t<T, py::array::c_style> g;
+    if (!g_in.is_none()) {
+        g = contiguous_input<T>(py::cast<py::array>(g_in), op, "grad");
+        if (std::vector<index_t>(g.shape(), g.shape() + g.ndim()) != shape)
+            value_error("gelu_backward: grad " + shape_str(g) + " and x " + shape_str(x) + " must have the same shape");
     }
-    return T(0.5) * x * (T(1) + std::erf(x * T(0.7071067811865476)));
-}
-
-template <class T>
-static T gelu_grad(T x, bool tanh_form) {
-    if (tanh_form) {
-        const T k = T(0.7978845608028654), c = T(0.044715);
-        const T t = std::tanh(k * (x + c * x * x * x));
-        return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * c * x * x);
-    }
-    const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.7071067811865476)));
-    return cdf + x * std::exp(T(-0.5) * x * x) * T(0.3989422804014327);
-}
-
-template <class T>
-static void gelu_backward(const py::array& x_in, const py::array& g_in, const py::array& out, bool tanh_form) {
-    auto g = contiguous_input<T>(g_in, "gelu_backward", "grad");
-    if (g.ndim() != x_in.ndim() || !std::equal(g.shape(), g.shape() + g.ndim(), x_in.shape()))
-        value_error("gelu_backward: grad " + shape_str(g) + " and x " + shape_str(x_in) + " must have the same shape");
-    const T* gp = g.data();
-    elementwise<T>(x_in, out, "gelu_backward", [gp, tanh_form](T x, index_t i) { return gp[i] * gelu_grad(x, tanh_form); });
+    T* out = output_buffer<T>(out_arr, shape, op, "out");
+    const T* xp = x.data();
+    const T* gp = g_in.is_none() ? nullptr : g.data();
+    const index_t n = x.size();
+    const GeluFn<T> fn = gelu_kernel<T>(isa);
+    constexpr index_t block = 4096;
+    py::gil_scoped_release release;
+#pragma omp parallel for schedule(static) if (n >= kParallelGrain && max_threads() > 1)
+    for (index_t b = 0; b < (n + block - 1) / block; ++b) fn(b * block, std::min(n, (b + 1) * block), xp, gp, out, tanh_form);
 }
 
 void register_elementwise(py::module_& m) {
@@ -54,16 +93,19 @@ void register_elementwise(py::module_& m) {
         if (float_kind(x, "erf", "x") == 0) elementwise<float>(x, out, "erf", [](float v, index_t) { return std::erf(v); });
         else elementwise<double>(x, out, "erf", [](double v, index_t) { return std::erf(v); });
     }, py::arg("x"), py::arg("out"));
-    m.def("gelu", [](const py::array& x, const py::array& out, bool tanh_form) {
-        if (float_kind(x, "gelu", "x") == 0)
-            elementwise<float>(x, out, "gelu", [tanh_form](float v, index_t) { return gelu_value(v, tanh_form); });
-        else
-            elementwise<double>(x, out, "gelu", [tanh_form](double v, index_t) { return gelu_value(v, tanh_form); });
-    }, py::arg("x"), py::arg("out"), py::arg("tanh") = false);
-    m.def("gelu_backward", [](const py::array& x, const py::array& g, const py::array& out, bool tanh_form) {
-        if (float_kind(x, "gelu_backward", "x") == 0) gelu_backward<float>(x, g, out, tanh_form);
-        else gelu_backward<double>(x, g, out, tanh_form);
-    }, py::arg("x"), py::arg("grad"), py::arg("out"), py::arg("tanh") = false);
+    m.def("gelu", [](const py::array& x, const py::array& out, bool tanh_form, const py::object& isa) {
+        const Isa chosen = parse_isa(isa, "gelu");
+        if (float_kind(x, "gelu", "x") == 0) gelu_entry<float>(x, py::none(), out, tanh_form, chosen);
+        else gelu_entry<double>(x, py::none(), out, tanh_form, chosen);
+    }, py::arg("x"), py::arg("out"), py::arg("tanh") = false, py::arg("isa") = py::none(),
+       "out = gelu(x) (erf form, or the tanh approximation when tanh=True); isa picks the compiled body (tests).");
+    m.def("gelu_backward", [](const py::array& x, const py::array& g, const py::array& out, bool tanh_form,
+                              const py::object& isa) {
+        const Isa chosen = parse_isa(isa, "gelu_backward");
+        if (float_kind(x, "gelu_backward", "x") == 0) gelu_entry<float>(x, g, out, tanh_form, chosen);
+        else gelu_entry<double>(x, g, out, tanh_form, chosen);
+    }, py::arg("x"), py::arg("grad"), py::arg("out"), py::arg("tanh") = false, py::arg("isa") = py::none(),
+       "out = grad * gelu'(x); isa picks the compiled body (tests).");
 }
 
 }  // namespace mt

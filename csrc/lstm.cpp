@@ -21,6 +21,7 @@ namespace mt {
 namespace lstm_base {
 #define MT_KERNEL_ISA 0
 #include "row_kernels_body.h"
+#include "activations_body.h"
 #include "lstm_body.h"
 #undef MT_KERNEL_ISA
 }  // namespace lstm_base
@@ -30,6 +31,7 @@ namespace lstm_base {
 namespace lstm_avx2 {
 #define MT_KERNEL_ISA 1
 #include "row_kernels_body.h"
+#include "activations_body.h"
 #include "lstm_body.h"
 #undef MT_KERNEL_ISA
 }  // namespace lstm_avx2
@@ -39,6 +41,7 @@ namespace lstm_avx2 {
 namespace lstm_avx512 {
 #define MT_KERNEL_ISA 2
 #include "row_kernels_body.h"
+#include "activations_body.h"
 #include "lstm_body.h"
 #undef MT_KERNEL_ISA
 }  // namespace lstm_avx512

@@ -1,17 +1,6 @@
-// The fused LSTM cell kernels and the sigmoid / tanh they use, compiled once per ISA: lstm.cpp includes this
-// file three times, after row_kernels_body.h (for Lanes and exp_nonpos_lanes), inside `#pragma GCC target(...)`
-// and a namespace of its own, like row_kernels.cpp does for the row kernels.
-//
-// Activations, on vectors (the selects are bitwise, on comparison masks):
-// - sigmoid(x) = 1 / (1 + e) for x >= 0, e / (1 + e) for x < 0, with e = exp(-|x|): exp only ever sees a
-//   non-positive argument, so nothing overflows. Errors: exp ~1 ulp, then one add and one divide: <= ~3 ulp.
-//   Below the normal range of exp (x < -87 in float32, -708 in float64) it returns exactly 0 (the true value
-//   is below 1.6e-38 / 3.3e-308 there).
-// - tanh(x): for |x| < 0.625 Cephes' odd polynomial (float32: x + x^3 P(x^2), degree 5; float64: x + x^3
-//   P(x^2)/Q(x^2)), ~1-2 ulp; above, (1 - e) / (1 + e) with e = exp(-2|x|) <= 0.29, so 1 - e has no
-//   cancellation: ~2-3 ulp; the sign is copied from x. (1 - e)/(1 + e) alone would lose all precision near 0.
-// NaN propagates through both; +-inf gives the limits (sigmoid 1 / 0, tanh +-1). Measured (tests/kernels/
-// test_lstm.py): at most ~2 ulp for both, float32 and float64, on every ISA.
+// The fused LSTM cell kernels, compiled once per ISA: lstm.cpp includes this file three times, after
+// row_kernels_body.h (Lanes, exp_nonpos_lanes) and activations_body.h (sigmoid_reg, tanh_reg, register-wide
+// vectors), inside `#pragma GCC target(...)` and a namespace of its own, like row_kernels.cpp does.
 //
 // Cell (gates in PyTorch's order i, f, g, o; each gate a block of H columns of a (N, 4H) row):
 //   forward:   i, f, o = sigmoid(.),  g = tanh(.),  c' = f c + i g,  h' = o tanh(c')
@@ -22,85 +11,11 @@
 // reading a saved workspace: the same instructions on the same inputs, so the values match the forward's bit
 // for bit.
 //
-// Vectors are one register of the ISA (16 bytes SSE2, 32 AVX2, 64 AVX-512), not row_kernels' fixed 16 lanes:
-// GCC splits arithmetic on a wider vector into registers, but lowers a comparison (the selects here and in
-// exp_nonpos_lanes) wider than a register lane by lane, with branches: several times slower. A row's last
-// H % lanes elements go through a zero-padded one-vector buffer, so every element takes the same vector code
-// (results do not depend on where an element falls in a row).
+// A row's last H % lanes elements go through a zero-padded one-vector buffer, so every element takes the same
+// vector code (results do not depend on where an element falls in a row).
 #ifndef MT_KERNEL_ISA
 #error "lstm_body.h is included by lstm.cpp with MT_KERNEL_ISA set"
 #endif
-
-constexpr int kRegisterBytes = MT_KERNEL_ISA == 2 ? 64 : MT_KERNEL_ISA == 1 ? 32 : 16;
-
-template <class T>
-struct Reg {
-    static constexpr int lanes = kRegisterBytes / static_cast<int>(sizeof(T));
-    typedef typename Lanes<T, lanes>::type V;
-    typedef decltype(V{} < V{}) M;  // integer lanes of T's width
-};
-
-template <class T>
-MT_ALWAYS_INLINE typename Reg<T>::V load_reg(const T* p) {
-    typename Reg<T>::V v;
-    std::memcpy(&v, p, sizeof(v));
-    return v;
-}
-
-template <class T>
-MT_ALWAYS_INLINE void store_reg(T* p, typename Reg<T>::V v) {
-    std::memcpy(p, &v, sizeof(v));
-}
-
-template <class V, class M>
-MT_ALWAYS_INLINE V select_lanes(M take_a, V a, V b) {
-    return (V)(((M)a & take_a) | ((M)b & ~take_a));
-}
-
-// The sign bit of every lane: the bits in which -1 and 1 differ. (Not (M)(V{} + T(-0.0)): +0 + -0 is +0.)
-template <class T>
-MT_ALWAYS_INLINE typename Reg<T>::M sign_mask() {
-    typedef typename Reg<T>::V V;
-    typedef typename Reg<T>::M M;
-    return (M)(V{} + T(1)) ^ (M)(V{} - T(1));
-}
-
-template <class T>
-MT_ALWAYS_INLINE typename Reg<T>::V sigmoid_reg(typename Reg<T>::V x) {
-    typedef typename Reg<T>::V V;
-    typedef typename Reg<T>::M M;
-    const V e = exp_nonpos_lanes<T, Reg<T>::lanes>((V)((M)x | sign_mask<T>()));  // exp(-|x|)
-    const V one = V{} + T(1);
-    return select_lanes<V, M>(x >= T(0), one, e) / (one + e);
-}
-
-template <class T>
-MT_ALWAYS_INLINE typename Reg<T>::V tanh_reg(typename Reg<T>::V x) {
-    typedef typename Reg<T>::V V;
-    typedef typename Reg<T>::M M;
-    const M sign = sign_mask<T>();
-    const V ax = (V)((M)x & ~sign);
-    const V one = V{} + T(1);
-    const V e = exp_nonpos_lanes<T, Reg<T>::lanes>(T(-2) * ax);
-    const V big = (V)((M)((one - e) / (one + e)) | ((M)x & sign));
-    const V z = x * x;
-    V small;
-    if constexpr (sizeof(T) == 4) {
-        V p = T(-5.70498872745e-3) + V{};
-        p = p * z + T(2.06390887954e-2);
-        p = p * z + T(-5.37397155531e-2);
-        p = p * z + T(1.33314422036e-1);
-        p = p * z + T(-3.33332819422e-1);
-        small = p * z * x + x;
-    } else {
-        const V p = (T(-9.64399179425052238628e-1) * z + T(-9.92877231001918586564e1)) * z +
-                    T(-1.61468768441708447952e3);
-        const V q = ((z + T(1.12811678491632931402e2)) * z + T(2.23548839060100448583e3)) * z +
-                    T(4.84406305325125486048e3);
-        small = x + x * (z * p / q);
-    }
-    return select_lanes<V, M>(ax < T(0.625), small, big);
-}
 
 // One register-wide slice of the cell, forward.
 template <class T>
