@@ -12,6 +12,7 @@ void register_layernorm(py::module_& m);
 void register_conv(py::module_& m);
 void register_elementwise(py::module_& m);
 void register_lstm(py::module_& m);
+void register_attention(py::module_& m);
 
 Isa detected_isa() {
     static const Isa isa = [] {
@@ -75,4 +76,5 @@ PYBIND11_MODULE(_C, m) {
     register_conv(m);
     register_elementwise(m);
     register_lstm(m);
+    register_attention(m);
 }

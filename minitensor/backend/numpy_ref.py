@@ -151,6 +151,43 @@ def lstm_cell_backward(gates, c, dh, dc):
     return d_gates, dcn * f
 
 
+def sdpa(q, k, v, mask=None, causal=False, scale=1.0, seq_major_out=False):
+    """Scaled dot-product attention over batches: q (B, L, E), k (B, S, E), v (B, S, Ev), mask additive (B, L, S)
+    (broadcastable) or None, causal masks keys j > i. Returns (out (B, L, Ev), lse (B, L)): out = softmax(scale q kᵀ
+    + mask) v and lse the log-sum-exp of each row of scores (what the backward needs to rebuild the weights).
+    A row whose keys are all masked comes out NaN. `seq_major_out` is the native kernel's layout option (out
+    stored as the transpose of an (L, B, Ev) array); here it only changes the memory layout."""
+    scores = scale * (q @ np.swapaxes(k, -1, -2))
+    if causal:
+        scores = scores + np.triu(np.full(scores.shape[-2:], -np.inf, dtype=q.dtype), 1)
+    if mask is not None:
+        scores = scores + mask
+    with np.errstate(invalid="ignore"):
+        m = scores.max(axis=-1, keepdims=True)
+        e = np.exp(scores - m)
+        l = e.sum(axis=-1, keepdims=True)
+        out = (e / l) @ v
+        lse = np.where(m == -np.inf, -np.inf, m + np.log(l))[..., 0]  # -inf: a row with every key masked
+    if seq_major_out:
+        out = np.ascontiguousarray(np.swapaxes(out, 0, 1)).swapaxes(0, 1)
+    return out.astype(q.dtype, copy=False), lse.astype(q.dtype, copy=False)
+
+
+def sdpa_backward(q, k, v, mask, causal, scale, out, lse, g):
+    """(dq, dk, dv) of sdpa from out, lse and the gradient g of out. With the weights p = exp(s - lse):
+    dv = pᵀ g,  dp = g vᵀ,  ds = p (dp - rowsum(g * out)),  dq = scale ds k,  dk = scale dsᵀ q."""
+    scores = scale * (q @ np.swapaxes(k, -1, -2))
+    if causal:
+        scores = scores + np.triu(np.full(scores.shape[-2:], -np.inf, dtype=q.dtype), 1)
+    if mask is not None:
+        scores = scores + mask
+    with np.errstate(invalid="ignore"):
+        p = np.exp(scores - lse[..., None])
+        dv = np.swapaxes(p, -1, -2) @ g
+        ds = p * (g @ np.swapaxes(v, -1, -2) - (g * out).sum(axis=-1, keepdims=True))
+        return scale * (ds @ k), scale * (np.swapaxes(ds, -1, -2) @ q), dv
+
+
 def conv_out_size(size, kernel, stride, padding, dilation):
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 

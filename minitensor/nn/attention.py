@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from .. import creation
+from ..ops.nn import sdpa_fused
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -90,11 +91,16 @@ class MultiheadAttention(Module):
         k = k.reshape(S, N * H, hd).transpose(0, 1)  # (N*H, S, hd)
         v = v.reshape(S, N * H, hd).transpose(0, 1)
         mask = self._combined_mask(attn_mask, key_padding_mask, is_causal, N, L, S, q.dtype)
-        scores = (q * (1.0 / math.sqrt(hd))) @ k.mT  # (N*H, L, S)
-        weights = F.softmax(scores, -1) if mask is None else _masked_softmax(scores, mask)
-        if self.dropout > 0.0 and self.training:
-            weights = F.dropout(weights, self.dropout, True)
-        out = (weights @ v).transpose(0, 1).reshape(L, N, E)  # concatenate the heads
+        fused = not need_weights and not (self.dropout > 0.0 and self.training) and L * S * N > 0
+        if fused:  # one kernel each way; its output is stored (L, N*H, hd), so the head concat below is free
+            out = sdpa_fused(q, k, v, mask, False, 1.0 / math.sqrt(hd), seq_major=True)
+        else:  # the weights themselves are wanted (or dropped out): spelled out
+            scores = (q * (1.0 / math.sqrt(hd))) @ k.mT  # (N*H, L, S)
+            weights = F.softmax(scores, -1) if mask is None else _masked_softmax(scores, mask)
+            if self.dropout > 0.0 and self.training:
+                weights = F.dropout(weights, self.dropout, True)
+            out = weights @ v
+        out = out.transpose(0, 1).reshape(L, N, E)  # concatenate the heads
         out = self.out_proj(out)
         if self.batch_first and batched:
             out = out.transpose(0, 1)

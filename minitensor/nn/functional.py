@@ -10,6 +10,7 @@ from ..ops.loss import binary_cross_entropy_with_logits, cross_entropy, l1_loss,
 from ..ops.nn import dropout as _dropout
 from ..ops.nn import embedding as _embedding
 from ..ops.nn import layer_norm, log_softmax, lstm_cell
+from ..ops.nn import sdpa_fused as _sdpa_fused
 from ..ops.nn import softmax as _softmax
 from ..ops.shape import pad
 from ..tensor import Tensor
@@ -78,6 +79,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         raise ValueError("scaled_dot_product_attention: give either attn_mask or is_causal, not both")
     L, S = query.shape[-2], key.shape[-2]
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    learned_bias = isinstance(attn_mask, Tensor) and attn_mask.requires_grad
+    if dropout_p == 0.0 and not learned_bias and L and S and query.shape[-1] and value.shape[-1]:
+        return _fused_attention(query, key, value, attn_mask, is_causal, scale)
     scores = (query @ key.mT) * scale
     mask = None
     if is_causal:
@@ -91,3 +95,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if dropout_p > 0.0:
         weights = _dropout(weights, dropout_p, True)
     return weights @ value
+
+
+def _fused_attention(query, key, value, attn_mask, is_causal, scale):
+    """The fused kernel on (B, L, E) views: batch dims broadcast and flattened, the mask made additive."""
+    L, S, E, Ev = query.shape[-2], key.shape[-2], query.shape[-1], value.shape[-1]
+    batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    q, k, v = (t.expand(batch + t.shape[-2:]) if t.shape[:-2] != batch else t for t in (query, key, value))
+    q, k, v = q.reshape(-1, L, E), k.reshape(-1, S, E), v.reshape(-1, S, Ev)
+    mask = None
+    if attn_mask is not None:
+        mask = _additive_mask(attn_mask, query.dtype, "scaled_dot_product_attention")
+        mask = np.broadcast_to(mask, batch + (L, S)).reshape(-1, L, S)
+    return _sdpa_fused(q, k, v, mask, is_causal, scale).reshape(batch + (L, Ev))

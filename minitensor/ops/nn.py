@@ -217,6 +217,58 @@ def lstm_cell(gates, c):
     return FusedLSTMCell.apply(gates, c)
 
 
+class ScaledDotProductAttention(Function):
+    """out = softmax(scale q kᵀ + mask) v over batches, q (B, L, E), k (B, S, E), v (B, S, Ev): one fused op each
+    way. Forward keeps only the log-sum-exp of each row of scores (B, L), not the (B, L, S) weights; backward
+    rebuilds the weights from it, one row at a time:
+        p = exp(scale q kᵀ + mask - lse),  dv = pᵀ g,  ds = p (g vᵀ - rowsum(g * out)),
+        dq = scale ds k,  dk = scale dsᵀ q.
+    The mask (additive, numpy, -inf to exclude) and `causal` are constants, not differentiated. `seq_major` asks
+    the kernel to store out as the transpose of an (L, B, Ev) array (MultiheadAttention's head concat)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, causal, scale, seq_major):
+        out, lse = backend.kernels.sdpa(q._data, k._data, v._data, mask, causal, scale, seq_major)
+        out = Tensor._wrap(out)
+        ctx.save_for_backward(q, k, v, out)
+        ctx.mask, ctx.causal, ctx.scale, ctx.lse = mask, causal, scale, lse
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        q, k, v, out = ctx.saved_tensors
+        if grad_mode.is_grad_enabled():
+            dq, dk, dv = _sdpa_backward_composite(q, k, v, ctx.mask, ctx.causal, ctx.scale, g)
+        else:
+            dq, dk, dv = (Tensor._wrap(a) for a in backend.kernels.sdpa_backward(
+                q._data, k._data, v._data, ctx.mask, ctx.causal, ctx.scale, out._data, ctx.lse, g._data))
+        need = ctx.needs_input_grad
+        return (dq if need[0] else None, dk if need[1] else None, dv if need[2] else None, None, None, None, None)
+
+
+def _sdpa_mask(mask, causal, L, S, dtype):
+    """The additive mask the composite formulas use: the given one, plus -inf above the diagonal if causal."""
+    if causal:
+        tri = np.triu(np.full((L, S), -np.inf, dtype=dtype), 1)
+        return tri if mask is None else mask + tri
+    return mask
+
+
+def _sdpa_backward_composite(q, k, v, mask, causal, scale, g):
+    """The ScaledDotProductAttention backward in Tensor ops (weights recomputed; all of it differentiable)."""
+    p = softmax((q @ k.mT) * scale, -1, mask=_sdpa_mask(mask, causal, q.shape[-2], k.shape[-2], q.dtype))
+    dp = g @ v.mT
+    ds = p * (dp - (dp * p).sum(dim=-1, keepdim=True))
+    return (ds @ k) * scale, (ds.mT @ q) * scale, p.mT @ g
+
+
+def sdpa_fused(q, k, v, mask=None, causal=False, scale=1.0, seq_major=False):
+    """scaled dot-product attention of 3-D q (B, L, E), k (B, S, E), v (B, S, Ev) as one fused op; mask an
+    additive numpy array broadcastable to (B, L, S) or None. Callers check shapes (F.scaled_dot_product_attention,
+    MultiheadAttention)."""
+    return ScaledDotProductAttention.apply(q, k, v, mask, causal, scale, seq_major)
+
+
 class Embedding(Function):
     """y = weight[indices];  the gradient adds each g row into the weight row it came from (repeated indices
     add up), except the padding row, which gets none."""
