@@ -1,12 +1,14 @@
-// Fused scaled-dot-product attention (formulas in attention_body.h):
+// Fused scaled-dot-product attention (formulas in attention_body.h), over batch dims (N, H):
 //
-//   sdpa_forward(q (B, L, E), k (B, S, E), v (B, S, Ev), mask (B, L, S) or None, causal, scale, out (B, L, Ev), lse (B, L))
-//   sdpa_backward(q, k, v, mask, causal, scale, out, lse, dout (B, L, Ev), dq (B, L, E), dk (B, S, E), dv (B, S, Ev))
+//   sdpa_forward(q (N, H, L, E), k (N, H, S, E), v (N, H, S, Ev), mask (N, H, L, S) or None, causal, scale,
+//                out (N, H, L, Ev), lse (N, H, L))
+//   sdpa_backward(q, k, v, mask, causal, scale, out, lse, dout (N, H, L, Ev), dq, dk, dv (shapes of q, k, v))
 //
-// q, k, v, mask, out (as a backward input) and dout are read through their strides (a head-split view of a
-// projection, a mask broadcast with stride 0, ...); the kernel copies each batch element's K and V once. The
-// forward's out may be C-contiguous or the (1, 0, 2) transpose of a C-contiguous (L, B, Ev) array (the layout
-// MultiheadAttention concatenates heads in, so that concat is free); lse, dq, dk, dv are C-contiguous. Shapes,
+// q, k, v, mask, out (as a backward input) and dout are read through their strides: the head-split views of a
+// projection MultiheadAttention makes ((L, N, 3E) -> (N, H, L, E), never copied), a padding mask broadcast over
+// heads and queries with stride 0. The kernel copies each batch element's K and V once. The forward's out may be
+// C-contiguous or the (1, 2, 0, 3) transpose of a C-contiguous (L, N, H, Ev) array (the heads side by side, as
+// MultiheadAttention concatenates them, so that concat is free); lse, dq, dk, dv are C-contiguous. Shapes,
 // dtypes and layouts are checked before any memory is touched; errors name the op and the shapes. Threads take
 // whole batch elements, so results do not depend on the thread count.
 #include <algorithm>
@@ -21,12 +23,20 @@
 
 namespace mt {
 
-// A strided 3-D operand: element (b, i, j) at data[b * s0 + i * s1 + j * s2].
+// One batch element of an operand: row i at p + i * s1, element d of it at row(i)[d * s2].
 template <class T>
-struct View3 {
-    const T* data;
-    index_t s0, s1, s2;
-    const T* at(index_t b, index_t i) const { return data + b * s0 + i * s1; }
+struct Rows {
+    const T* p;
+    index_t s1, s2;
+    const T* row(index_t i) const { return p + i * s1; }
+};
+
+// A strided 4-D operand (N, H, rows, cols), batch element b = n * H + h; broadcast dims have stride 0.
+template <class T>
+struct View4 {
+    const T* data = nullptr;
+    index_t sn = 0, sh = 0, s1 = 0, s2 = 0, H = 1;
+    Rows<T> batch(index_t b) const { return {data + (b / H) * sn + (b % H) * sh, s1, s2}; }
 };
 
 constexpr int kAttnRows = 4;  // query rows processed together (register blocking, attention_body.h)
@@ -76,9 +86,6 @@ namespace attn_avx512 {
 
 namespace {
 
-template <class T>
-using V3 = View3<T>;
-
 std::string dims(const std::vector<index_t>& s) {
     std::string r = "(";
     for (std::size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
@@ -86,31 +93,35 @@ std::string dims(const std::vector<index_t>& s) {
 }
 
 template <class T>
-V3<T> view3(const py::array& a, const std::vector<index_t>& shape, const char* op, const char* name) {
+View4<T> view4(const py::array& a, const std::vector<index_t>& shape, const char* op, const char* name) {
     View<T> v = view_of<T>(a, op, name, false);
     if (v.shape != shape) value_error(std::string(op) + ": " + name + " has shape " + shape_str(a) + ", expected " + dims(shape));
-    return {v.data, v.strides[0], v.strides[1], v.strides[2]};
+    View4<T> r;
+    r.data = v.data, r.sn = v.strides[0], r.sh = v.strides[1], r.s1 = v.strides[2], r.s2 = v.strides[3];
+    r.H = std::max<index_t>(shape[1], 1);
+    return r;
 }
 
 struct Dims {
-    index_t B, L, S, E, Ev;
+    index_t N, H, L, S, E, Ev;
+    index_t B() const { return N * H; }
 };
 
-template <class T>
 Dims check_qkv(const py::array& q, const py::array& k, const py::array& v, const char* op) {
-    if (q.ndim() != 3 || k.ndim() != 3 || v.ndim() != 3 || q.shape(0) != k.shape(0) || k.shape(0) != v.shape(0) ||
-        q.shape(2) != k.shape(2) || k.shape(1) != v.shape(1))
+    bool ok = q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4;
+    for (int d = 0; ok && d < 2; ++d) ok = q.shape(d) == k.shape(d) && k.shape(d) == v.shape(d);
+    if (!ok || q.shape(3) != k.shape(3) || k.shape(2) != v.shape(2))
         value_error(std::string(op) + ": shapes q " + shape_str(q) + ", k " + shape_str(k) + " and v " + shape_str(v) +
-                    " do not fit (B, L, E), (B, S, E), (B, S, Ev)");
-    return {q.shape(0), q.shape(1), k.shape(1), q.shape(2), v.shape(2)};
+                    " do not fit (N, H, L, E), (N, H, S, E), (N, H, S, Ev)");
+    return {q.shape(0), q.shape(1), q.shape(2), k.shape(2), q.shape(3), v.shape(3)};
 }
 
 template <class T>
 struct Kernels {
-    void (*forward)(index_t, index_t, index_t, index_t, index_t, T, const V3<T>&, const V3<T>&, const V3<T>&,
-                    const V3<T>*, bool, T*, index_t, index_t, T*, AttnScratch<T>&);
-    void (*backward)(index_t, index_t, index_t, index_t, index_t, T, const V3<T>&, const V3<T>&, const V3<T>&,
-                     const V3<T>*, bool, const V3<T>&, const T*, const V3<T>&, T*, T*, T*, AttnScratch<T>&);
+    void (*forward)(index_t, index_t, index_t, index_t, T, const Rows<T>&, const Rows<T>&, const Rows<T>&,
+                    const Rows<T>*, bool, T*, index_t, T*, AttnScratch<T>&);
+    void (*backward)(index_t, index_t, index_t, index_t, T, const Rows<T>&, const Rows<T>&, const Rows<T>&,
+                     const Rows<T>*, bool, const Rows<T>&, const T*, const Rows<T>&, T*, T*, T*, AttnScratch<T>&);
 };
 
 template <class T>
@@ -122,39 +133,57 @@ Kernels<T> kernels(Isa isa) {
     return {attn_base::sdpa_forward_batch<T>, attn_base::sdpa_backward_batch<T>};
 }
 
-bool parallel(const Dims& d) { return d.B > 1 && max_threads() > 1 && d.B * d.L * d.S * (d.E + d.Ev) >= kParallelGrain; }
+bool parallel(const Dims& d) {
+    return d.B() > 1 && max_threads() > 1 && d.B() * d.L * d.S * (d.E + d.Ev) >= kParallelGrain;
+}
+
+// q, k, v and the optional mask of an entry point, checked.
+template <class T>
+struct Operands {
+    Dims d;
+    View4<T> q, k, v, mask;
+    bool has_mask;
+    Operands(const py::array& q_a, const py::array& k_a, const py::array& v_a, const py::object& mask_o, const char* op)
+        : d(check_qkv(q_a, k_a, v_a, op)), has_mask(!mask_o.is_none()) {
+        q = view4<T>(q_a, {d.N, d.H, d.L, d.E}, op, "query");
+        k = view4<T>(k_a, {d.N, d.H, d.S, d.E}, op, "key");
+        v = view4<T>(v_a, {d.N, d.H, d.S, d.Ev}, op, "value");
+        if (has_mask) mask = view4<T>(py::cast<py::array>(mask_o), {d.N, d.H, d.L, d.S}, op, "attn_mask");
+    }
+};
 
 template <class T>
 void forward(const py::array& q_a, const py::array& k_a, const py::array& v_a, const py::object& mask_o, bool causal,
              double scale, const py::array& out_a, const py::array& lse_a, Isa isa) {
     const char* op = "scaled_dot_product_attention";
-    const Dims d = check_qkv<T>(q_a, k_a, v_a, op);
-    const V3<T> q = view3<T>(q_a, {d.B, d.L, d.E}, op, "query"), k = view3<T>(k_a, {d.B, d.S, d.E}, op, "key");
-    const V3<T> v = view3<T>(v_a, {d.B, d.S, d.Ev}, op, "value");
-    V3<T> mask{};
-    const bool has_mask = !mask_o.is_none();
-    if (has_mask) mask = view3<T>(py::cast<py::array>(mask_o), {d.B, d.L, d.S}, op, "attn_mask");
+    const Operands<T> x(q_a, k_a, v_a, mask_o, op);
+    const Dims d = x.d;
     View<T> ov = view_of<T>(out_a, op, "out", true);
-    if (ov.shape != std::vector<index_t>{d.B, d.L, d.Ev})
-        value_error(std::string(op) + ": out has shape " + shape_str(out_a) + ", expected " + dims({d.B, d.L, d.Ev}));
-    const bool row_major = ov.strides[0] == d.L * d.Ev && ov.strides[1] == d.Ev;
-    const bool seq_major = ov.strides[0] == d.Ev && ov.strides[1] == d.B * d.Ev;
-    if (d.B * d.L * d.Ev > 0 && (ov.strides[2] != 1 || !(row_major || seq_major)))
-        value_error(std::string(op) + ": out must be C-contiguous (B, L, Ev) or the (1, 0, 2) transpose of a "
-                    "C-contiguous (L, B, Ev) array");
-    T* lse = output_buffer<T>(lse_a, {d.B, d.L}, op, "lse");
+    if (ov.shape != std::vector<index_t>{d.N, d.H, d.L, d.Ev})
+        value_error(std::string(op) + ": out has shape " + shape_str(out_a) + ", expected " + dims({d.N, d.H, d.L, d.Ev}));
+    const auto& st = ov.strides;
+    const bool row_major = ov.contiguous();
+    const bool seq_major = st[3] == 1 && st[1] == d.Ev && st[0] == d.H * d.Ev && st[2] == d.N * d.H * d.Ev;
+    if (d.B() * d.L * d.Ev > 0 && !(row_major || seq_major))
+        value_error(std::string(op) + ": out must be C-contiguous (N, H, L, Ev) or the (1, 2, 0, 3) transpose of a "
+                    "C-contiguous (L, N, H, Ev) array");
+    T* lse = output_buffer<T>(lse_a, {d.N, d.H, d.L}, op, "lse");
     const Kernels<T> kn = kernels<T>(isa);
     const T sc = static_cast<T>(scale);
-    const index_t os0 = ov.strides[0], os1 = ov.strides[1];
     T* out = ov.data;
-    if (d.B * d.L == 0) return;
+    if (d.B() * d.L == 0) return;
+    const index_t sn = row_major ? d.H * d.L * d.Ev : st[0], sh = row_major ? d.L * d.Ev : st[1];
+    const index_t os1 = row_major ? d.Ev : st[2];
     py::gil_scoped_release release;
 #pragma omp parallel if (parallel(d))
     {
         AttnScratch<T> w(d.S, d.E, d.Ev, false);
 #pragma omp for schedule(static)
-        for (index_t b = 0; b < d.B; ++b)
-            kn.forward(b, d.L, d.S, d.E, d.Ev, sc, q, k, v, has_mask ? &mask : nullptr, causal, out, os0, os1, lse, w);
+        for (index_t b = 0; b < d.B(); ++b) {
+            const Rows<T> m = x.has_mask ? x.mask.batch(b) : Rows<T>{};
+            kn.forward(d.L, d.S, d.E, d.Ev, sc, x.q.batch(b), x.k.batch(b), x.v.batch(b), x.has_mask ? &m : nullptr,
+                       causal, out + (b / d.H) * sn + (b % d.H) * sh, os1, lse + b * d.L, w);
+        }
     }
 }
 
@@ -163,32 +192,31 @@ void backward(const py::array& q_a, const py::array& k_a, const py::array& v_a, 
               double scale, const py::array& out_a, const py::array& lse_a, const py::array& dout_a,
               const py::array& dq_a, const py::array& dk_a, const py::array& dv_a, Isa isa) {
     const char* op = "scaled_dot_product_attention_backward";
-    const Dims d = check_qkv<T>(q_a, k_a, v_a, op);
-    const V3<T> q = view3<T>(q_a, {d.B, d.L, d.E}, op, "query"), k = view3<T>(k_a, {d.B, d.S, d.E}, op, "key");
-    const V3<T> v = view3<T>(v_a, {d.B, d.S, d.Ev}, op, "value");
-    V3<T> mask{};
-    const bool has_mask = !mask_o.is_none();
-    if (has_mask) mask = view3<T>(py::cast<py::array>(mask_o), {d.B, d.L, d.S}, op, "attn_mask");
-    const V3<T> out = view3<T>(out_a, {d.B, d.L, d.Ev}, op, "out");
-    const V3<T> dout = view3<T>(dout_a, {d.B, d.L, d.Ev}, op, "grad");
+    const Operands<T> x(q_a, k_a, v_a, mask_o, op);
+    const Dims d = x.d;
+    const View4<T> out = view4<T>(out_a, {d.N, d.H, d.L, d.Ev}, op, "out");
+    const View4<T> dout = view4<T>(dout_a, {d.N, d.H, d.L, d.Ev}, op, "grad");
     auto lse_c = contiguous_input<T>(lse_a, op, "lse");
-    if (lse_c.ndim() != 2 || lse_c.shape(0) != d.B || lse_c.shape(1) != d.L)
-        value_error(std::string(op) + ": lse has shape " + shape_str(lse_c) + ", expected " + dims({d.B, d.L}));
-    T* dq = output_buffer<T>(dq_a, {d.B, d.L, d.E}, op, "dq");
-    T* dk = output_buffer<T>(dk_a, {d.B, d.S, d.E}, op, "dk");
-    T* dv = output_buffer<T>(dv_a, {d.B, d.S, d.Ev}, op, "dv");
+    if (lse_c.ndim() != 3 || lse_c.shape(0) != d.N || lse_c.shape(1) != d.H || lse_c.shape(2) != d.L)
+        value_error(std::string(op) + ": lse has shape " + shape_str(lse_c) + ", expected " + dims({d.N, d.H, d.L}));
+    T* dq = output_buffer<T>(dq_a, {d.N, d.H, d.L, d.E}, op, "dq");
+    T* dk = output_buffer<T>(dk_a, {d.N, d.H, d.S, d.E}, op, "dk");
+    T* dv = output_buffer<T>(dv_a, {d.N, d.H, d.S, d.Ev}, op, "dv");
     const T* lse = lse_c.data();
     const Kernels<T> kn = kernels<T>(isa);
     const T sc = static_cast<T>(scale);
-    if (d.B == 0) return;
+    if (d.B() == 0) return;
     py::gil_scoped_release release;
 #pragma omp parallel if (parallel(d))
     {
         AttnScratch<T> w(d.S, d.E, d.Ev, true);
 #pragma omp for schedule(static)
-        for (index_t b = 0; b < d.B; ++b)
-            kn.backward(b, d.L, d.S, d.E, d.Ev, sc, q, k, v, has_mask ? &mask : nullptr, causal, out, lse, dout, dq, dk,
-                        dv, w);
+        for (index_t b = 0; b < d.B(); ++b) {
+            const Rows<T> m = x.has_mask ? x.mask.batch(b) : Rows<T>{};
+            kn.backward(d.L, d.S, d.E, d.Ev, sc, x.q.batch(b), x.k.batch(b), x.v.batch(b), x.has_mask ? &m : nullptr,
+                        causal, out.batch(b), lse + b * d.L, dout.batch(b), dq + b * d.L * d.E, dk + b * d.S * d.E,
+                        dv + b * d.S * d.Ev, w);
+        }
     }
 }
 
@@ -207,7 +235,7 @@ void register_attention(py::module_& m) {
         },
         py::arg("q"), py::arg("k"), py::arg("v"), py::arg("mask"), py::arg("causal"), py::arg("scale"), py::arg("out"),
         py::arg("lse"), py::arg("isa") = py::none(),
-        "out = softmax(scale q k^T + mask) v per batch element, lse = the rows' log-sum-exp (for the backward).");
+        "out = softmax(scale q k^T + mask) v per (N, H) batch element, lse = the rows' log-sum-exp (for the backward).");
     m.def(
         "sdpa_backward",
         [](const py::array& q, const py::array& k, const py::array& v, const py::object& mask, bool causal,

@@ -2,7 +2,7 @@
 // compiled once per ISA: attention.cpp includes this file three times, after row_kernels_body.h (lane_sum,
 // lane_max, exp_nonpos_lanes), inside `#pragma GCC target(...)` and a namespace of its own.
 //
-// Per batch element b (q: L x E, k: S x E, v: S x Ev, mask: L x S additive, read through its strides):
+// Per batch element (q: L x E, k: S x E, v: S x Ev, mask: L x S additive, read through its strides):
 //   forward, row by row:   s = (scale q_i) K^T + mask_i  (-inf where causal j > i),   m = max s,
 //                          p = exp(s - m),  l = sum p,   o_i = (p V) / l,   lse_i = m + log l
 //   backward, row by row:  p = exp(s - lse_i) (recomputed),  D_i = do_i . o_i,  dp = do_i V^T,
@@ -16,7 +16,8 @@
 #error "attention_body.h is included by attention.cpp with MT_KERNEL_ISA set"
 #endif
 
-// View3 and AttnScratch (attention.cpp) are shared by every ISA body.
+// Rows (one batch element of an operand, read through its strides) and AttnScratch (attention.cpp) are shared
+// by every ISA body.
 
 // Vectors of one register (W lanes); the scratch rows are padded to multiples of 16 (a whole number of
 // registers on every ISA), so every inner loop runs whole vectors with no remainder: the trip counts are small
@@ -65,7 +66,7 @@ struct AttnVec {
 
 // Copy batch element b of k and v into the scratch (any strides in; contiguous, padded, transposed copies out).
 template <class T>
-void load_kv(index_t b, index_t S, index_t E, index_t Ev, const View3<T>& k, const View3<T>& v, AttnScratch<T>& w,
+void load_kv(index_t S, index_t E, index_t Ev, const Rows<T>& k, const Rows<T>& v, AttnScratch<T>& w,
              bool backward) {
     const index_t Sp = w.Sp, Ep = w.Ep, Evp = w.Evp;
     std::fill(w.kt.begin(), w.kt.end(), T(0));
@@ -73,8 +74,8 @@ void load_kv(index_t b, index_t S, index_t E, index_t Ev, const View3<T>& k, con
     std::fill(w.vc.begin(), w.vc.end(), T(0));
     if (backward) std::fill(w.vt.begin(), w.vt.end(), T(0));
     for (index_t j = 0; j < S; ++j) {
-        const T* kj = k.at(b, j);
-        const T* vj = v.at(b, j);
+        const T* kj = k.row(j);
+        const T* vj = v.row(j);
         for (index_t d = 0; d < E; ++d) w.kc[j * Ep + d] = w.kt[d * Sp + j] = kj[d * k.s2];
         for (index_t d = 0; d < Ev; ++d) w.vc[j * Evp + d] = vj[d * v.s2];
         if (backward)
@@ -85,11 +86,11 @@ void load_kv(index_t b, index_t S, index_t E, index_t Ev, const View3<T>& k, con
 // The scores of query rows [i0, i0 + rows) into w.s (rows of Sp): (scale q_i) . k_j + mask, -inf where masked
 // out (causal, padding lanes j >= S); scale * q_i into w.q (rows of Ep, zero past E); each row's max into mx.
 template <class T>
-void score_rows(index_t b, index_t i0, int rows, index_t S, index_t E, T scale, const View3<T>& q,
-                const View3<T>* mask, bool causal, AttnScratch<T>& w, T* mx) {
+void score_rows(index_t i0, int rows, index_t S, index_t E, T scale, const Rows<T>& q, const Rows<T>* mask,
+                bool causal, AttnScratch<T>& w, T* mx) {
     const index_t Sp = w.Sp, Ep = w.Ep;
     for (int r = 0; r < rows; ++r) {
-        const T* qi = q.at(b, i0 + r);
+        const T* qi = q.row(i0 + r);
         T* qr = w.q.data() + r * Ep;
         for (index_t d = 0; d < E; ++d) qr[d] = scale * qi[d * q.s2];
     }
@@ -99,7 +100,7 @@ void score_rows(index_t b, index_t i0, int rows, index_t S, index_t E, T scale, 
         const index_t i = i0 + r;
         T* s = w.s.data() + r * Sp;
         if (mask) {
-            const T* mi = mask->at(b, i);
+            const T* mi = mask->row(i);
             for (index_t j = 0; j < S; ++j) s[j] += mi[j * mask->s2];
         }
         for (index_t j = causal ? std::min(i + 1, S) : S; j < Sp; ++j) s[j] = ninf;
@@ -121,45 +122,45 @@ T exp_row(T* s, index_t Sp, T shift) {
 }
 
 template <class T>
-void sdpa_forward_batch(index_t b, index_t L, index_t S, index_t E, index_t Ev, T scale, const View3<T>& q,
-                        const View3<T>& k, const View3<T>& v, const View3<T>* mask, bool causal, T* out,
-                        index_t os0, index_t os1, T* lse, AttnScratch<T>& w) {
-    load_kv(b, S, E, Ev, k, v, w, false);
+void sdpa_forward_batch(index_t L, index_t S, index_t E, index_t Ev, T scale, const Rows<T>& q, const Rows<T>& k,
+                        const Rows<T>& v, const Rows<T>* mask, bool causal, T* out, index_t os1, T* lse,
+                        AttnScratch<T>& w) {
+    load_kv(S, E, Ev, k, v, w, false);
     const index_t Sp = w.Sp, Evp = w.Evp;
     const T nan = std::numeric_limits<T>::quiet_NaN(), ninf = -std::numeric_limits<T>::infinity();
     T mx[kAttnRows], inv[kAttnRows];
     for (index_t i0 = 0; i0 < L; i0 += kAttnRows) {
         const int rows = static_cast<int>(std::min<index_t>(kAttnRows, L - i0));
-        score_rows(b, i0, rows, S, E, scale, q, mask, causal, w, mx);
+        score_rows(i0, rows, S, E, scale, q, mask, causal, w, mx);
         for (int r = 0; r < rows; ++r) {
             T* s = w.s.data() + r * Sp;
             if (!(mx[r] > ninf)) {  // every key masked (or NaN): NaN out, as softmax gives
                 for (index_t j = 0; j < Sp; ++j) s[j] = nan;
-                lse[b * L + i0 + r] = mx[r] == mx[r] ? ninf : nan;
+                lse[i0 + r] = mx[r] == mx[r] ? ninf : nan;
                 inv[r] = nan;
                 continue;
             }
             const T l = exp_row(s, Sp, mx[r]);
             inv[r] = T(1) / l;
-            lse[b * L + i0 + r] = mx[r] + std::log(l);
+            lse[i0 + r] = mx[r] + std::log(l);
         }
         AttnVec<T>::combine(rows, S, Evp, w.s.data(), Sp, w.vc.data(), Evp, w.o.data(), Evp);
         for (int r = 0; r < rows; ++r) {
-            T* oi = out + b * os0 + (i0 + r) * os1;
+            T* oi = out + (i0 + r) * os1;
             const T* o = w.o.data() + r * Evp;
             for (index_t d = 0; d < Ev; ++d) oi[d] = o[d] * inv[r];
         }
     }
 }
 
-// dq, dk, dv: contiguous (B, L, E), (B, S, E), (B, S, Ev); dK and dV of batch b are summed in the scratch.
+// dq, dk, dv: this batch element's contiguous (L, E), (S, E), (S, Ev); dK and dV are summed in the scratch.
 template <class T>
-void sdpa_backward_batch(index_t b, index_t L, index_t S, index_t E, index_t Ev, T scale, const View3<T>& q,
-                         const View3<T>& k, const View3<T>& v, const View3<T>* mask, bool causal, const View3<T>& out,
-                         const T* lse, const View3<T>& dout, T* dq, T* dk, T* dv, AttnScratch<T>& w) {
+void sdpa_backward_batch(index_t L, index_t S, index_t E, index_t Ev, T scale, const Rows<T>& q, const Rows<T>& k,
+                         const Rows<T>& v, const Rows<T>* mask, bool causal, const Rows<T>& out, const T* lse,
+                         const Rows<T>& dout, T* dq, T* dk, T* dv, AttnScratch<T>& w) {
     typedef typename AttnVec<T>::V V;
     constexpr int W = AttnVec<T>::W;
-    load_kv(b, S, E, Ev, k, v, w, true);
+    load_kv(S, E, Ev, k, v, w, true);
     const index_t Sp = w.Sp, Ep = w.Ep, Evp = w.Evp;
     std::fill(w.dk.begin(), w.dk.end(), T(0));
     std::fill(w.dv.begin(), w.dv.end(), T(0));
@@ -168,17 +169,17 @@ void sdpa_backward_batch(index_t b, index_t L, index_t S, index_t E, index_t Ev,
     T mx[kAttnRows], Di[kAttnRows];
     for (index_t i0 = 0; i0 < L; i0 += kAttnRows) {
         const int rows = static_cast<int>(std::min<index_t>(kAttnRows, L - i0));
-        score_rows(b, i0, rows, S, E, scale, q, mask, causal, w, mx);
+        score_rows(i0, rows, S, E, scale, q, mask, causal, w, mx);
         for (int r = 0; r < rows; ++r) {
             const index_t i = i0 + r;
             T* s = w.s.data() + r * Sp;
-            const T li = lse[b * L + i];
+            const T li = lse[i];
             if (li > -std::numeric_limits<T>::infinity()) exp_row(s, Sp, li);
             else for (index_t j = 0; j < Sp; ++j) s[j] = nan;  // a fully masked row: NaN flows on, as in softmax
             // do_i (zero past Ev) and D_i = do_i . o_i
             T* g = w.g.data() + r * Evp;
-            const T* gi = dout.at(b, i);
-            const T* oi = out.at(b, i);
+            const T* gi = dout.row(i);
+            const T* oi = out.row(i);
             T acc = 0;
             for (index_t d = 0; d < Ev; ++d) {
                 g[d] = gi[d * dout.s2];
@@ -195,7 +196,7 @@ void sdpa_backward_batch(index_t b, index_t L, index_t S, index_t E, index_t Ev,
         }
         AttnVec<T>::combine(rows, S, Ep, w.dp.data(), Sp, w.kc.data(), Ep, w.dq.data(), Ep);  // dq = ds K
         for (int r = 0; r < rows; ++r) {
-            T* dq_out = dq + (b * L + i0 + r) * E;
+            T* dq_out = dq + (i0 + r) * E;
             for (index_t d = 0; d < E; ++d) dq_out[d] = scale * w.dq[r * Ep + d];
         }
         // dV_j += sum_r p_rj do_r,  dK_j += sum_r ds_rj (scale q_r)
@@ -212,10 +213,8 @@ void sdpa_backward_batch(index_t b, index_t L, index_t S, index_t E, index_t Ev,
             }
         }
     }
-    T* dkb = dk + b * S * E;
-    T* dvb = dv + b * S * Ev;
     for (index_t j = 0; j < S; ++j) {
-        for (index_t d = 0; d < E; ++d) dkb[j * E + d] = w.dk[j * Ep + d];
-        for (index_t d = 0; d < Ev; ++d) dvb[j * Ev + d] = w.dv[j * Evp + d];
+        for (index_t d = 0; d < E; ++d) dk[j * E + d] = w.dk[j * Ep + d];
+        for (index_t d = 0; d < Ev; ++d) dv[j * Ev + d] = w.dv[j * Evp + d];
     }
 }

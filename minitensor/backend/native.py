@@ -168,16 +168,16 @@ def _contiguous(a):
 
 
 def sdpa(q, k, v, mask=None, causal=False, scale=1.0, seq_major_out=False):
-    """numpy_ref.sdpa on the fused kernel: q, k, v and the mask are read through their strides (no copies of the
-    head-split views MultiheadAttention makes). seq_major_out: out is stored as the transpose of a C-contiguous
-    (L, B, Ev) array, so putting the heads back side by side ((L, N, E)) needs no copy."""
+    """numpy_ref.sdpa on the fused kernel: q, k, v (N, H, ., .) and the mask are read through their strides (no
+    copies of the head-split views MultiheadAttention makes, none of a mask broadcast over heads or queries).
+    seq_major_out: out is stored as the transpose of a C-contiguous (L, N, H, Ev) array, so putting the heads back
+    side by side ((L, N, H * Ev)) needs no copy."""
     if not _float(q, k, v, mask):
         return numpy_ref.sdpa(q, k, v, mask, causal, scale, seq_major_out)
-    B, L, Ev = q.shape[0], q.shape[1], v.shape[-1]
-    out = np.empty((L, B, Ev), q.dtype).transpose(1, 0, 2) if seq_major_out else np.empty((B, L, Ev), q.dtype)
-    lse = np.empty((B, L), q.dtype)
-    m = None if mask is None else _readable(np.broadcast_to(mask, (B, L, k.shape[1])))
-    _C.sdpa_forward(_readable(q), _readable(k), _readable(v), m, causal, scale, out, lse)
+    N, H, L, Ev = q.shape[0], q.shape[1], q.shape[2], v.shape[-1]
+    out = np.empty((L, N, H, Ev), q.dtype).transpose(1, 2, 0, 3) if seq_major_out else np.empty((N, H, L, Ev), q.dtype)
+    lse = np.empty((N, H, L), q.dtype)
+    _C.sdpa_forward(_readable(q), _readable(k), _readable(v), _mask4(mask, q, k), causal, scale, out, lse)
     return out, lse
 
 
@@ -185,10 +185,13 @@ def sdpa_backward(q, k, v, mask, causal, scale, out, lse, g):
     if not _float(q, k, v, mask, out, lse, g):
         return numpy_ref.sdpa_backward(q, k, v, mask, causal, scale, out, lse, g)
     dq, dk, dv = np.empty(q.shape, q.dtype), np.empty(k.shape, q.dtype), np.empty(v.shape, q.dtype)
-    m = None if mask is None else _readable(np.broadcast_to(mask, (q.shape[0], q.shape[1], k.shape[1])))
-    _C.sdpa_backward(_readable(q), _readable(k), _readable(v), m, causal, scale, _readable(out), lse, _readable(g),
-                     dq, dk, dv)
+    _C.sdpa_backward(_readable(q), _readable(k), _readable(v), _mask4(mask, q, k), causal, scale, _readable(out), lse,
+                     _readable(g), dq, dk, dv)
     return dq, dk, dv
+
+
+def _mask4(mask, q, k):
+    return None if mask is None else _readable(np.broadcast_to(mask, q.shape[:3] + (k.shape[2],)))
 
 
 def lstm_cell(gates, c):

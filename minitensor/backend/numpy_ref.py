@@ -152,11 +152,12 @@ def lstm_cell_backward(gates, c, dh, dc):
 
 
 def sdpa(q, k, v, mask=None, causal=False, scale=1.0, seq_major_out=False):
-    """Scaled dot-product attention over batches: q (B, L, E), k (B, S, E), v (B, S, Ev), mask additive (B, L, S)
-    (broadcastable) or None, causal masks keys j > i. Returns (out (B, L, Ev), lse (B, L)): out = softmax(scale q kᵀ
-    + mask) v and lse the log-sum-exp of each row of scores (what the backward needs to rebuild the weights).
-    A row whose keys are all masked comes out NaN. `seq_major_out` is the native kernel's layout option (out
-    stored as the transpose of an (L, B, Ev) array); here it only changes the memory layout."""
+    """Scaled dot-product attention over batch dims (N, H): q (N, H, L, E), k (N, H, S, E), v (N, H, S, Ev), mask
+    additive, broadcastable to (N, H, L, S), or None; causal masks keys j > i. Returns (out (N, H, L, Ev), lse
+    (N, H, L)): out = softmax(scale q kᵀ + mask) v and lse the log-sum-exp of each row of scores (what the backward
+    needs to rebuild the weights). A row whose keys are all masked comes out NaN. `seq_major_out` is the native
+    kernel's layout option (out stored as the (1, 2, 0, 3) transpose of an (L, N, H, Ev) array); here it only
+    changes the memory layout."""
     scores = scale * (q @ np.swapaxes(k, -1, -2))
     if causal:
         scores = scores + np.triu(np.full(scores.shape[-2:], -np.inf, dtype=q.dtype), 1)
@@ -169,7 +170,7 @@ def sdpa(q, k, v, mask=None, causal=False, scale=1.0, seq_major_out=False):
         out = (e / l) @ v
         lse = np.where(m == -np.inf, -np.inf, m + np.log(l))[..., 0]  # -inf: a row with every key masked
     if seq_major_out:
-        out = np.ascontiguousarray(np.swapaxes(out, 0, 1)).swapaxes(0, 1)
+        out = np.ascontiguousarray(out.transpose(2, 0, 1, 3)).transpose(1, 2, 0, 3)
     return out.astype(q.dtype, copy=False), lse.astype(q.dtype, copy=False)
 
 

@@ -86,21 +86,25 @@ class MultiheadAttention(Module):
             key = value = query
         L, N, E = query.shape
         S, H, hd = key.shape[0], self.num_heads, self.head_dim
-        q, k, v = self._project(query, key, value)
-        q = q.reshape(L, N * H, hd).transpose(0, 1)  # (N*H, L, hd)
-        k = k.reshape(S, N * H, hd).transpose(0, 1)  # (N*H, S, hd)
-        v = v.reshape(S, N * H, hd).transpose(0, 1)
+        q, k, v = self._project(query, key, value)  # (L, N, E), (S, N, E), (S, N, E)
         mask = self._combined_mask(attn_mask, key_padding_mask, is_causal, N, L, S, q.dtype)
-        fused = not need_weights and not (self.dropout > 0.0 and self.training) and L * S * N > 0
-        if fused:  # one kernel each way; its output is stored (L, N*H, hd), so the head concat below is free
+        if not need_weights and not (self.dropout > 0.0 and self.training) and L * S * N > 0:
+            # one kernel each way, on (N, H, L, hd) views of the projections (no copies); its output is stored
+            # (L, N, H, hd), so putting the heads side by side is free
+            q, k, v = (t.reshape(t.shape[0], N, H, hd).permute(1, 2, 0, 3) for t in (q, k, v))
+            if mask is not None and mask.ndim == 3:
+                mask = mask.reshape(N, H, mask.shape[1], S)
             out = sdpa_fused(q, k, v, mask, False, 1.0 / math.sqrt(hd), seq_major=True)
+            out = out.permute(2, 0, 1, 3).reshape(L, N, E)
         else:  # the weights themselves are wanted (or dropped out): spelled out
+            q = q.reshape(L, N * H, hd).transpose(0, 1)  # (N*H, L, hd)
+            k = k.reshape(S, N * H, hd).transpose(0, 1)  # (N*H, S, hd)
+            v = v.reshape(S, N * H, hd).transpose(0, 1)
             scores = (q * (1.0 / math.sqrt(hd))) @ k.mT  # (N*H, L, S)
             weights = F.softmax(scores, -1) if mask is None else _masked_softmax(scores, mask)
             if self.dropout > 0.0 and self.training:
                 weights = F.dropout(weights, self.dropout, True)
-            out = weights @ v
-        out = out.transpose(0, 1).reshape(L, N, E)  # concatenate the heads
+            out = (weights @ v).transpose(0, 1).reshape(L, N, E)  # concatenate the heads
         out = self.out_proj(out)
         if self.batch_first and batched:
             out = out.transpose(0, 1)

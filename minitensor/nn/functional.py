@@ -98,13 +98,16 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
 
 
 def _fused_attention(query, key, value, attn_mask, is_causal, scale):
-    """The fused kernel on (B, L, E) views: batch dims broadcast and flattened, the mask made additive."""
+    """The fused kernel on (N, H, L, E) views: batch dims broadcast, the last one taken as H and any before it
+    flattened into N (no copy for the usual (N, H) or (B,) batches); the mask made additive."""
     L, S, E, Ev = query.shape[-2], key.shape[-2], query.shape[-1], value.shape[-1]
     batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     q, k, v = (t.expand(batch + t.shape[-2:]) if t.shape[:-2] != batch else t for t in (query, key, value))
-    q, k, v = q.reshape(-1, L, E), k.reshape(-1, S, E), v.reshape(-1, S, Ev)
+    nh = (int(np.prod(batch[:-1])), batch[-1]) if batch else (1, 1)
+    q, k, v = q.reshape(nh + (L, E)), k.reshape(nh + (S, E)), v.reshape(nh + (S, Ev))
     mask = None
     if attn_mask is not None:
         mask = _additive_mask(attn_mask, query.dtype, "scaled_dot_product_attention")
-        mask = np.broadcast_to(mask, batch + (L, S)).reshape(-1, L, S)
+        mask = np.broadcast_to(mask, batch + (L, S))
+        mask = mask.reshape(nh + (L, S)) if len(batch) != 2 else mask
     return _sdpa_fused(q, k, v, mask, is_causal, scale).reshape(batch + (L, Ev))

@@ -218,13 +218,15 @@ def lstm_cell(gates, c):
 
 
 class ScaledDotProductAttention(Function):
-    """out = softmax(scale q kᵀ + mask) v over batches, q (B, L, E), k (B, S, E), v (B, S, Ev): one fused op each
-    way. Forward keeps only the log-sum-exp of each row of scores (B, L), not the (B, L, S) weights; backward
+    """out = softmax(scale q kᵀ + mask) v over batch dims (N, H): q (N, H, L, E), k (N, H, S, E), v (N, H, S, Ev),
+    one fused op each way. Forward keeps only the log-sum-exp of each row of scores (N, H, L), not the weights
+    (N, H, L, S); backward
     rebuilds the weights from it, one row at a time:
         p = exp(scale q kᵀ + mask - lse),  dv = pᵀ g,  ds = p (g vᵀ - rowsum(g * out)),
         dq = scale ds k,  dk = scale dsᵀ q.
-    The mask (additive, numpy, -inf to exclude) and `causal` are constants, not differentiated. `seq_major` asks
-    the kernel to store out as the transpose of an (L, B, Ev) array (MultiheadAttention's head concat)."""
+    The mask (additive, numpy, -inf to exclude, broadcastable to (N, H, L, S)) and `causal` are constants, not
+    differentiated. `seq_major` asks the kernel to store out as the transpose of an (L, N, H, Ev) array
+    (MultiheadAttention's head concat)."""
 
     @staticmethod
     def forward(ctx, q, k, v, mask, causal, scale, seq_major):
@@ -263,8 +265,8 @@ def _sdpa_backward_composite(q, k, v, mask, causal, scale, g):
 
 
 def sdpa_fused(q, k, v, mask=None, causal=False, scale=1.0, seq_major=False):
-    """scaled dot-product attention of 3-D q (B, L, E), k (B, S, E), v (B, S, Ev) as one fused op; mask an
-    additive numpy array broadcastable to (B, L, S) or None. Callers check shapes (F.scaled_dot_product_attention,
+    """scaled dot-product attention of 4-D q (N, H, L, E), k (N, H, S, E), v (N, H, S, Ev) as one fused op; mask an
+    additive numpy array broadcastable to (N, H, L, S) or None. Callers check shapes (F.scaled_dot_product_attention,
     MultiheadAttention)."""
     return ScaledDotProductAttention.apply(q, k, v, mask, causal, scale, seq_major)
 

@@ -161,6 +161,40 @@ class Unbind(Function):
         return Tensor._wrap(out), None
 
 
+class Split(Function):
+    """ys = consecutive slices of x along dim with the given sizes (views);  the gradient is the slices'
+    gradients side by side, zeros for slices that got none. One node and one gradient array, like Unbind: taking
+    each slice with its own narrow would give each a full-size zero-filled gradient (MultiheadAttention's q, k, v
+    from one projection made three, each as big as the projection)."""
+
+    @staticmethod
+    def forward(ctx, x, dim, sizes):
+        ctx.dim, ctx.sizes = dim, sizes
+        ctx.set_materialize_grads(False)
+        lead = (slice(None),) * dim
+        out, start = [], 0
+        for n in sizes:
+            out.append(x._data[lead + (slice(start, start + n),)])
+            start += n
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        shape, dtype = ctx.input_meta[0]
+        d, sizes = ctx.dim, ctx.sizes
+        if grad_mode.is_grad_enabled():  # create_graph: the concatenation itself is differentiable
+            parts = [Tensor._wrap(np.zeros(shape[:d] + (n,) + shape[d + 1:], dtype=dtype)) if g is None else g
+                     for g, n in zip(grads, sizes)]
+            return cat(parts, d), None, None
+        out = np.empty(shape, dtype=dtype) if all(g is not None for g in grads) else np.zeros(shape, dtype=dtype)
+        lead, start = (slice(None),) * d, 0
+        for g, n in zip(grads, sizes):
+            if g is not None:
+                out[lead + (slice(start, start + n),)] = g._data
+            start += n
+        return Tensor._wrap(out), None, None
+
+
 class IndexAdd(Function):
     """y = zeros(shape) with g added at index (repeated indices add up);  the gradient is gy[index]."""
 
@@ -476,11 +510,9 @@ def split(x, split_size_or_sections, dim=0):
         sizes = [int(s) for s in split_size_or_sections]
         if builtins.sum(sizes) != n:
             raise ValueError(f"split: section sizes {sizes} do not add up to dim {d} of size {n}")
-    out, start = [], 0
-    for s in sizes:
-        out.append(narrow(x, d, start, s))
-        start += s
-    return tuple(out)
+    if len(sizes) == 1:
+        return (narrow(x, d, 0, sizes[0]),)
+    return tuple(_mark_view(y, x) for y in Split.apply(x, d, tuple(sizes)))
 
 
 def chunk(x, chunks, dim=0):

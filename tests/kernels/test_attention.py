@@ -29,23 +29,23 @@ def operand(rng, shape, dtype, layout):
         wide = np.zeros(shape[:-1] + (2 * shape[-1],), dtype)
         wide[..., ::2] = base
         return wide[..., ::2]
-    if layout == "seq_major":  # the head-split view of a projection: (L, B, E) in memory
-        return np.ascontiguousarray(base.transpose(1, 0, 2)).transpose(1, 0, 2)
+    if layout == "seq_major":  # the head-split view of a projection: (L, N, H, E) in memory
+        return np.ascontiguousarray(base.transpose(2, 0, 1, 3)).transpose(1, 2, 0, 3)
     raise ValueError(layout)
 
 
-def make_mask(rng, kind, B, L, S, dtype):
+def make_mask(rng, kind, N, H, L, S, dtype):
     if kind == "none":
         return None
-    if kind == "padding":  # (B, 1, S) broadcast over the queries, about 30% -inf, never key 0
-        m = np.where(rng.random((B, 1, S)) < 0.3, -np.inf, 0.0).astype(dtype)
+    if kind == "padding":  # (N, 1, 1, S) broadcast over heads and queries, about 30% -inf, never key 0
+        m = np.where(rng.random((N, 1, 1, S)) < 0.3, -np.inf, 0.0).astype(dtype)
         m[..., 0] = 0
-        return np.broadcast_to(m, (B, L, S))
+        return np.broadcast_to(m, (N, H, L, S))
     if kind == "float":
-        return rng.uniform(-2, 2, (L, S)).astype(dtype)[None].repeat(B, 0)
+        return np.broadcast_to(rng.uniform(-2, 2, (L, S)).astype(dtype), (N, H, L, S))
     if kind == "one_row_masked":
-        m = np.zeros((B, L, S), dtype)
-        m[0, L - 1, :] = -np.inf
+        m = np.zeros((N, H, L, S), dtype)
+        m[0, H - 1, L - 1, :] = -np.inf
         return m
     raise ValueError(kind)
 
@@ -63,27 +63,27 @@ def assert_close(got, want, magnitude, t, what):
         assert ok.all(), f"{what}: worst error {np.nanmax(err / (magnitude + 1e-300)):.3g} of the magnitude"
 
 
-@given(B=st.sampled_from([1, 2, 3]), L=st.sampled_from(SIZES), S=st.sampled_from(SIZES), E=st.sampled_from(SIZES),
+@given(N=st.sampled_from([1, 2]), H=st.sampled_from([1, 3]), L=st.sampled_from(SIZES), S=st.sampled_from(SIZES), E=st.sampled_from(SIZES),
        Ev=st.sampled_from(SIZES), dtype=st.sampled_from([np.float32, np.float64]),
        mask=st.sampled_from(["none", "padding", "float", "one_row_masked"]), causal=st.booleans(),
        layout=st.sampled_from(["contiguous", "strided", "seq_major"]), seq_major_out=st.booleans(),
        isa=st.sampled_from(["scalar", "avx2", "avx512"]), seed=st.integers(0, 2 ** 16))
-@example(B=2, L=17, S=17, E=16, Ev=16, dtype=np.float32, mask="padding", causal=False, layout="seq_major",
+@example(N=2, H=2, L=17, S=17, E=16, Ev=16, dtype=np.float32, mask="padding", causal=False, layout="seq_major",
          seq_major_out=True, isa="avx512", seed=0)
 @settings(max_examples=150)
-def test_sdpa_matches_reference(C, B, L, S, E, Ev, dtype, mask, causal, layout, seq_major_out, isa, seed):
+def test_sdpa_matches_reference(C, N, H, L, S, E, Ev, dtype, mask, causal, layout, seq_major_out, isa, seed):
     if isa not in supported_isas():
         isa = supported_isas()[-1]
     rng = np.random.default_rng(seed)
-    q, k, v = (operand(rng, s, dtype, layout) for s in ((B, L, E), (B, S, E), (B, S, Ev)))
-    g = operand(rng, (B, L, Ev), dtype, layout)
-    m = make_mask(rng, mask, B, L, S, dtype)
+    q, k, v = (operand(rng, s, dtype, layout) for s in ((N, H, L, E), (N, H, S, E), (N, H, S, Ev)))
+    g = operand(rng, (N, H, L, Ev), dtype, layout)
+    m = make_mask(rng, mask, N, H, L, S, dtype)
     scale = 1 / np.sqrt(E)
     want_out, want_lse = numpy_ref.sdpa(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64),
                                         None if m is None else m.astype(np.float64), causal, scale)
-    out = Canaried((L, B, Ev) if seq_major_out else (B, L, Ev), dtype)
-    out_view = out.array.transpose(1, 0, 2) if seq_major_out else out.array
-    lse = Canaried((B, L), dtype)
+    out = Canaried((L, N, H, Ev) if seq_major_out else (N, H, L, Ev), dtype)
+    out_view = out.array.transpose(1, 2, 0, 3) if seq_major_out else out.array
+    lse = Canaried((N, H, L), dtype)
     C.sdpa_forward(q, k, v, m, causal, scale, out_view, lse.array, isa)
     out.check()
     lse.check()
@@ -104,16 +104,16 @@ def test_sdpa_matches_reference(C, B, L, S, E, Ev, dtype, mask, causal, layout, 
 
 def test_sdpa_fully_masked_row_is_nan_and_spreads_like_softmax(C):
     rng = np.random.default_rng(1)
-    q, k, v = (rng.standard_normal(s) for s in ((1, 3, 4), (1, 5, 4), (1, 5, 2)))
-    m = np.zeros((1, 3, 5))
-    m[0, 1] = -np.inf
-    out, lse = np.empty((1, 3, 2)), np.empty((1, 3))
+    q, k, v = (rng.standard_normal(s) for s in ((1, 1, 3, 4), (1, 1, 5, 4), (1, 1, 5, 2)))
+    m = np.zeros((1, 1, 3, 5))
+    m[0, 0, 1] = -np.inf
+    out, lse = np.empty((1, 1, 3, 2)), np.empty((1, 1, 3))
     C.sdpa_forward(q, k, v, m, False, 0.5, out, lse)
-    assert np.isnan(out[0, 1]).all() and np.isfinite(out[0, [0, 2]]).all()
-    assert lse[0, 1] == -np.inf
+    assert np.isnan(out[0, 0, 1]).all() and np.isfinite(out[0, 0, [0, 2]]).all()
+    assert lse[0, 0, 1] == -np.inf
     dq, dk, dv = np.empty(q.shape), np.empty(k.shape), np.empty(v.shape)
     C.sdpa_backward(q, k, v, m, False, 0.5, out, lse, np.ones_like(out), dq, dk, dv)
-    assert np.isnan(dq[0, 1]).all() and np.isfinite(dq[0, [0, 2]]).all()
+    assert np.isnan(dq[0, 0, 1]).all() and np.isfinite(dq[0, 0, [0, 2]]).all()
     assert np.isnan(dk).all() and np.isnan(dv).all()  # as the unfused softmax backward: NaN reaches every key
 
 
@@ -121,13 +121,13 @@ def test_sdpa_results_do_not_depend_on_the_thread_count(C):
     import minitensor as mt
 
     rng = np.random.default_rng(2)
-    q, k, v = (rng.standard_normal(s).astype(np.float32) for s in ((64, 17, 16), (64, 17, 16), (64, 17, 16)))
+    q, k, v = (rng.standard_normal((16, 4, 17, 16)).astype(np.float32) for _ in range(3))
     results = []
     for n in (1, 2):
         before = mt.get_num_threads()
         mt.set_num_threads(n)
         try:
-            out, lse = np.empty((64, 17, 16), np.float32), np.empty((64, 17), np.float32)
+            out, lse = np.empty((16, 4, 17, 16), np.float32), np.empty((16, 4, 17), np.float32)
             C.sdpa_forward(q, k, v, None, True, 0.25, out, lse)
             grads = [np.empty_like(a) for a in (q, k, v)]
             C.sdpa_backward(q, k, v, None, True, 0.25, out, lse, out, *grads)
@@ -139,31 +139,34 @@ def test_sdpa_results_do_not_depend_on_the_thread_count(C):
 
 
 def test_sdpa_errors_name_the_op_and_shapes(C):
-    q, k, v = np.ones((2, 3, 4), np.float32), np.ones((2, 5, 4), np.float32), np.ones((2, 5, 6), np.float32)
-    out, lse = np.empty((2, 3, 6), np.float32), np.empty((2, 3), np.float32)
-    with pytest.raises(ValueError, match=r"scaled_dot_product_attention: shapes q \(2, 3, 4\), k \(2, 5, 3\) and v \(2, 5, 6\) do not fit"):
-        C.sdpa_forward(q, k[:, :, :3], v, None, False, 1.0, out, lse)
-    with pytest.raises(ValueError, match=r"attn_mask has shape \(2, 3, 4\), expected \(2, 3, 5\)"):
-        C.sdpa_forward(q, k, v, np.zeros((2, 3, 4), np.float32), False, 1.0, out, lse)
-    with pytest.raises(ValueError, match=r"out has shape \(2, 3, 4\), expected \(2, 3, 6\)"):
-        C.sdpa_forward(q, k, v, None, False, 1.0, np.empty((2, 3, 4), np.float32), lse)
+    q, k, v = (np.ones(s, np.float32) for s in ((2, 1, 3, 4), (2, 1, 5, 4), (2, 1, 5, 6)))
+    out, lse = np.empty((2, 1, 3, 6), np.float32), np.empty((2, 1, 3), np.float32)
+    with pytest.raises(ValueError, match=r"scaled_dot_product_attention: shapes q \(2, 1, 3, 4\), k \(2, 1, 5, 3\) "
+                                         r"and v \(2, 1, 5, 6\) do not fit"):
+        C.sdpa_forward(q, k[..., :3], v, None, False, 1.0, out, lse)
+    with pytest.raises(ValueError, match=r"shapes q \(2, 3, 4\)"):
+        C.sdpa_forward(q[:, 0], k[:, 0], v[:, 0], None, False, 1.0, out, lse)
+    with pytest.raises(ValueError, match=r"attn_mask has shape \(2, 1, 3, 4\), expected \(2, 1, 3, 5\)"):
+        C.sdpa_forward(q, k, v, np.zeros((2, 1, 3, 4), np.float32), False, 1.0, out, lse)
+    with pytest.raises(ValueError, match=r"out has shape \(2, 1, 3, 4\), expected \(2, 1, 3, 6\)"):
+        C.sdpa_forward(q, k, v, None, False, 1.0, np.empty((2, 1, 3, 4), np.float32), lse)
     with pytest.raises(ValueError, match="out must be C-contiguous"):
-        C.sdpa_forward(q, k, v, None, False, 1.0, np.empty((2, 6, 3), np.float32).transpose(0, 2, 1), lse)
+        C.sdpa_forward(q, k, v, None, False, 1.0, np.empty((2, 1, 6, 3), np.float32).transpose(0, 1, 3, 2), lse)
     with pytest.raises(TypeError, match="key has dtype float64, expected float32"):
         C.sdpa_forward(q, k.astype(np.float64), v, None, False, 1.0, out, lse)
-    with pytest.raises(ValueError, match=r"dk has shape \(2, 5, 3\), expected \(2, 5, 4\)"):
-        C.sdpa_backward(q, k, v, None, False, 1.0, out, lse, out, np.empty_like(q), np.empty((2, 5, 3), np.float32),
-                        np.empty_like(v))
-    with pytest.raises(ValueError, match=r"lse has shape \(2, 4\), expected \(2, 3\)"):
-        C.sdpa_backward(q, k, v, None, False, 1.0, out, np.empty((2, 4), np.float32), out, np.empty_like(q),
+    with pytest.raises(ValueError, match=r"dk has shape \(2, 1, 5, 3\), expected \(2, 1, 5, 4\)"):
+        C.sdpa_backward(q, k, v, None, False, 1.0, out, lse, out, np.empty_like(q),
+                        np.empty((2, 1, 5, 3), np.float32), np.empty_like(v))
+    with pytest.raises(ValueError, match=r"lse has shape \(2, 1, 4\), expected \(2, 1, 3\)"):
+        C.sdpa_backward(q, k, v, None, False, 1.0, out, np.empty((2, 1, 4), np.float32), out, np.empty_like(q),
                         np.empty_like(k), np.empty_like(v))
 
 
 @pytest.mark.parametrize("shape", [(0, 3, 4, 5, 2), (2, 0, 4, 5, 2), (2, 3, 4, 0, 2)])
 def test_sdpa_size_zero(C, shape):
     B, L, E, S, Ev = shape
-    q, k, v = np.ones((B, L, E)), np.ones((B, S, E)), np.ones((B, S, Ev))
-    out, lse = np.full((B, L, Ev), 7.0), np.full((B, L), 7.0)
+    q, k, v = np.ones((B, 1, L, E)), np.ones((B, 1, S, E)), np.ones((B, 1, S, Ev))
+    out, lse = np.full((B, 1, L, Ev), 7.0), np.full((B, 1, L), 7.0)
     C.sdpa_forward(q, k, v, None, False, 1.0, out, lse)
     assert np.isnan(out).all() and (lse == -np.inf).all()  # no keys: every row fully masked (NaN, as softmax)
 
