@@ -34,10 +34,16 @@ class SavedTensorsFreedError(RuntimeError):
     pass
 
 
-def _tensor_cls():
-    from ..tensor import Tensor
+_Tensor = None  # minitensor.tensor.Tensor, bound on first use (tensor.py imports this module)
 
-    return Tensor
+
+def _tensor_cls():
+    global _Tensor
+    if _Tensor is None:
+        from ..tensor import Tensor
+
+        _Tensor = Tensor
+    return _Tensor
 
 
 class Context:
@@ -49,27 +55,26 @@ class Context:
     needs_input_grad  per forward argument: does it need a gradient?
     """
 
-    __slots__ = (
-        "fn", "next_functions", "needs_input_grad", "input_meta", "num_outputs", "output_meta",
-        "_saved", "_saved_versions", "_freed", "_pre_hooks", "_retained", "_materialize_grads",
-        "_non_differentiable", "_trace", "__dict__", "__weakref__",
-    )
+    __slots__ = ("fn", "next_functions", "needs_input_grad", "input_meta", "_saved", "__dict__", "__weakref__")
+
+    # Rarely set, so class-level defaults (an instance sets its own only when it needs one): every op call makes
+    # a Context, and each attribute set in __init__ is paid on every call, graph or no graph.
+    num_outputs = 1
+    output_meta = None
+    _saved_versions = None
+    _freed = False
+    _pre_hooks = None
+    _retained = None
+    _materialize_grads = True
+    _non_differentiable = None
+    _trace = None
 
     def __init__(self, fn, needs_input_grad):
         self.fn = fn
         self.needs_input_grad = needs_input_grad
         self.next_functions = ()
         self.input_meta = ()
-        self.num_outputs = 1
-        self.output_meta = None
         self._saved = None
-        self._saved_versions = None
-        self._freed = False
-        self._pre_hooks = None
-        self._retained = None
-        self._materialize_grads = True
-        self._non_differentiable = None
-        self._trace = None
 
     # --- what forward may call -------------------------------------------------------------
     def save_for_backward(self, *tensors):
@@ -206,19 +211,21 @@ class Function:
     def apply(cls, *args):
         if _profiler is not None:
             return _profiler._forward(cls, args)  # times this very call, with the hook off
-        Tensor = _tensor_cls()
+        Tensor = _Tensor or _tensor_cls()
         if grad_mode.is_grad_enabled():
             needs = tuple([isinstance(a, Tensor) and a._requires_grad for a in args])
             tracking = True in needs
-        else:
+            ctx = Context(cls, needs)
+            grad_mode._set_enabled(False)
+            try:
+                out = cls.forward(ctx, *args)
+            finally:
+                grad_mode._set_enabled(True)
+        else:  # already off: nothing to switch
             needs = (False,) * len(args)
             tracking = False
-        ctx = Context(cls, needs)
-        prev = grad_mode._set_enabled(False)
-        try:
+            ctx = Context(cls, needs)
             out = cls.forward(ctx, *args)
-        finally:
-            grad_mode._set_enabled(prev)
         if not tracking:
             ctx._saved = None  # nothing will run backward: do not keep saved tensors alive
             if type(out) is tuple:

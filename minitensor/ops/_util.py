@@ -1,6 +1,8 @@
 """Shape bookkeeping shared by every op: broadcasting's backward, dim normalisation, operand conversion."""
 import numpy as np
 
+from ..autograd import grad_mode
+
 from .. import dtypes
 from ..tensor import Tensor
 
@@ -16,6 +18,9 @@ def unbroadcast(grad, shape):
     axes = tuple(range(lead)) + tuple(
         lead + i for i, n in enumerate(shape) if n == 1 and grad.shape[lead + i] != 1
     )
+    if not grad_mode.is_grad_enabled():  # a plain backward records nothing: numpy directly, no op calls
+        g = grad._data.sum(axis=axes, keepdims=True) if axes else grad._data
+        return Tensor._wrap(g.reshape(shape))
     if axes:
         grad = grad.sum(dim=axes, keepdim=True)
     return grad.reshape(shape)

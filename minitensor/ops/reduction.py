@@ -10,6 +10,7 @@ from collections import namedtuple
 import numpy as np
 
 from .. import dtypes
+from ..autograd import grad_mode
 from ..autograd.function import Function
 from ..tensor import Tensor
 from ._util import normalize_dim, normalize_dims
@@ -22,11 +23,15 @@ def _kept_shape(shape, dims):
     return tuple(1 if i in dims else n for i, n in enumerate(shape))
 
 
-def _expand_back(g, shape, dims, keepdim):
-    """Broadcast the reduced gradient g back to the input's shape."""
+def _expand_back(g, shape, dims, keepdim, divisor=None):
+    """Broadcast the reduced gradient g back to the input's shape (a read-only view: the engine never writes into
+    gradients, it adds them into new arrays)."""
+    if not grad_mode.is_grad_enabled():  # a plain backward records nothing: numpy directly, no op calls
+        a = g._data if keepdim else g._data.reshape(_kept_shape(shape, dims))
+        return Tensor._wrap(np.broadcast_to(a if divisor is None else a / divisor, shape))
     if not keepdim:
         g = g.reshape(_kept_shape(shape, dims))
-    return g.expand(shape)
+    return g.expand(shape) if divisor is None else g.expand(shape) / divisor
 
 
 def _dims(x, dim, op):
@@ -68,7 +73,7 @@ class Mean(Function):
     @staticmethod
     def backward(ctx, g):
         n = _count(ctx.shape, ctx.dims)
-        return _expand_back(g, ctx.shape, ctx.dims, ctx.keepdim) / builtins.max(n, 1), None, None
+        return _expand_back(g, ctx.shape, ctx.dims, ctx.keepdim, builtins.max(n, 1)), None, None
 
 
 class Var(Function):
