@@ -39,22 +39,23 @@ struct View4 {
     Rows<T> batch(index_t b) const { return {data + (b / H) * sn + (b % H) * sh, s1, s2}; }
 };
 
-constexpr int kAttnRows = 4;  // query rows processed together (register blocking, attention_body.h)
+// Per-thread buffers for one batch element (attention_body.h), for a block of up to kMaxQ query rows: q
+// transposed (E x kMaxQ) and row-major (kMaxQ x Ep), scores (S x kMaxQ), out transposed (Ev x kMaxQ; forward), do
+// transposed (Ev x kMaxQ) and row-major (kMaxQ x Evp), dp / ds (S x kMaxQ), dq transposed (E x kMaxQ); dk (S x Ep)
+// and dv (S x Evp) sums. k and v are read in place. Ep, Evp: E, Ev rounded up to 16, a whole number of registers
+// on every ISA. kMaxQ = 32 is the largest query block (two AVX-512 registers of float).
+constexpr index_t kMaxQ = 32;
 
-// Per-thread buffers for one batch element: kt (E x Sp, K transposed), kc (S x Ep) and vc (S x Evp) copies,
-// vt (Ev x Sp, V transposed), dk (S x Ep) and dv (S x Evp) sums (backward); for a block of kAttnRows query rows:
-// scores (Sp each), scale * q (Ep), o (Evp), do (Evp), dp / ds (Sp), dq (Ep). Rows are padded with zeros to a
-// multiple of 16 (the row kernels' lanes; a whole number of registers on every ISA).
 template <class T>
 struct AttnScratch {
-    index_t Sp, Ep, Evp;
-    std::vector<T> kt, kc, vc, vt, dk, dv, s, q, o, g, dp, dq;
+    index_t Ep, Evp;
+    std::vector<T> qt, qr, st, ot, dot, dor, dpt, dqt, dk, dv;
     static index_t pad(index_t n) { return (n + 15) / 16 * 16; }
     AttnScratch(index_t S, index_t E, index_t Ev, bool backward)
-        : Sp(pad(S)), Ep(pad(E)), Evp(pad(Ev)), kt(E * Sp), kc(S * Ep), vc(S * Evp), vt(backward ? Ev * Sp : 0),
-          dk(backward ? S * Ep : 0), dv(backward ? S * Evp : 0), s(kAttnRows * Sp), q(kAttnRows * Ep),
-          o(kAttnRows * Evp), g(backward ? kAttnRows * Evp : 0), dp(backward ? kAttnRows * Sp : 0),
-          dq(backward ? kAttnRows * Ep : 0) {}
+        : Ep(pad(E)), Evp(pad(Ev)), qt(E * kMaxQ), qr(backward ? kMaxQ * Ep : 0), st(S * kMaxQ),
+          ot(backward ? 0 : Ev * kMaxQ), dot(backward ? Ev * kMaxQ : 0), dor(backward ? kMaxQ * Evp : 0),
+          dpt(backward ? S * kMaxQ : 0), dqt(backward ? E * kMaxQ : 0), dk(backward ? S * Ep : 0),
+          dv(backward ? S * Evp : 0) {}
 };
 
 namespace attn_base {
