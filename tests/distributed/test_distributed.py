@@ -1,6 +1,7 @@
 """minitensor.distributed under real MPI: each test launches an `mpiexec -n 2` or `-n 3` job of a worker script
 beside this file. Workers assert; a failed assertion aborts the job with a non-zero exit code, and the test prints
 the job's output. Every job runs under a timeout, so a hang fails the test instead of hanging CI."""
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,9 @@ import numpy as np
 import pytest
 
 import minitensor as mt
-from minitensor import distributed
+from minitensor import cli, distributed
+from minitensor.training import fit
+from tests.models.test_cli import TinyVit
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,6 +65,40 @@ def test_collectives_ddp_gradients_sampler_and_checkpoints(n, tmp_path):
         assert f"rank {r} of {n}: all checks passed" in out, out
 
 
+@pytest.fixture(scope="module")
+def single_process_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    fit(TinyVit(epochs=2, seed=3), out, 2, seed=3, progress=False, log=lambda *a: None)
+    return out
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_train_distributed_matches_a_single_process(n, tmp_path, single_process_run, capsys):
+    out = run_ok(n, "worker_cli.py", tmp_path / "dist", tmp_path / "resumed")
+    assert out.count("epoch   1/2") == 1, out  # only rank 0 logs (once in the CLI run; the resumed run logs 1/1)
+    assert f"{n} processes x 1 thread," in out
+    ours = json.loads((tmp_path / "dist" / "metrics.json").read_text())
+    single = json.loads((single_process_run / "metrics.json").read_text())
+    for a, b in zip(ours["history"], single["history"]):
+        np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-6)
+        np.testing.assert_allclose(a["test_loss"], b["test_loss"], rtol=1e-5)
+        assert a["train_accuracy"] == b["train_accuracy"] and a["lr"] == b["lr"]
+    state = mt.load(tmp_path / "dist" / "checkpoint.safetensors")
+    reference = mt.load(single_process_run / "checkpoint.safetensors")["model"]
+    assert state["model"].keys() == reference.keys()  # the inner model's keys: no "module." prefix
+    for key, value in state["model"].items():
+        a, b = value.numpy(), reference[key].numpy()
+        if key.endswith("in_proj_bias"):
+            # the key projection's bias has an exactly zero gradient (softmax ignores a constant shift), so
+            # AdamW turns its rounding noise into full-size steps: compare the query and value thirds only
+            a, b = np.delete(a.reshape(3, -1), 1, axis=0), np.delete(b.reshape(3, -1), 1, axis=0)
+        np.testing.assert_allclose(a, b, atol=1e-6, err_msg=key)
+    # the checkpoint of rank 0 loads in a single process, through the recipe and the command line
+    assert TinyVit.from_checkpoint(state).evaluate()["test_accuracy"] == ours["summary"]["test_accuracy"]
+    assert cli.main(["eval", "vit", "--checkpoint", str(tmp_path / "dist" / "checkpoint.safetensors")]) == 0
+    assert "vit: test accuracy" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("mode, n", [("hang", 2), ("hang", 3), ("exit", 2)])
 def test_a_rank_that_hangs_or_leaves_times_out_on_every_waiting_rank(mode, n):
     code, out, seconds = run_job(n, "worker_failures.py", mode, timeout=60)
@@ -78,7 +115,7 @@ def test_a_rank_that_crashes_ends_the_job_at_once():
     assert seconds < 15, f"the job took {seconds:.1f} s to end (the collective timeout is 300 s); output:\n{out}"
 
 
-def test_without_mpi4py_the_error_names_the_extra(monkeypatch):
+def test_without_mpi4py_the_error_names_the_extra(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if it were not installed
     assert not distributed.is_available()
     with pytest.raises(ImportError, match=r"pip install minitensor\[distributed\]"):
@@ -87,6 +124,16 @@ def test_without_mpi4py_the_error_names_the_extra(monkeypatch):
     with pytest.raises(RuntimeError, match=r"all_reduce: minitensor.distributed is not initialized; call "
                                            r"minitensor.distributed.init\(\) first"):
         distributed.all_reduce(mt.ones(2))
+    assert cli.main(["train", "vit", "--distributed", "--epochs", "1"]) == 2
+    assert "pip install minitensor[distributed]" in capsys.readouterr().err
+
+
+def test_a_global_batch_too_small_to_split_is_refused():
+    from minitensor.training import _check_splittable
+
+    _check_splittable([np.arange(64), np.arange(3)], 3)
+    with pytest.raises(ValueError, match="a global batch of 2 samples cannot be split across 3 ranks"):
+        _check_splittable([(np.arange(64), np.zeros((64, 2))), (np.arange(2), np.zeros((2, 2)))], 3)
 
 
 def test_init_timeout_is_checked(monkeypatch):
