@@ -3,7 +3,7 @@
 Tensor and reverse-mode autograd over numpy storage, C++/OpenMP kernels where speed matters, and a
 PyTorch-shaped API: `import minitensor as mt` and write what you would write with `torch`.
 """
-from . import autograd, data, dtypes, nn, optim, profiler
+from . import autograd, data, distributed, dtypes, nn, optim, profiler
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .backend import backend_info, get_backend, get_num_threads, set_backend, set_num_threads
 from .creation import (

@@ -83,6 +83,7 @@ def _train(args):
 
     from .training import CheckpointError, fit
 
+    rank, world = _join(args) if args.distributed else (0, 1)
     if args.threads:
         mt.set_num_threads(args.threads)
     recipe_cls = _recipes()[args.model]
@@ -93,20 +94,43 @@ def _train(args):
     t0 = time.perf_counter()
     try:
         recipe = recipe_cls(args.epochs, args.batch_size, args.lr, args.seed, **extra)
-        print(f"training {args.model}: {sum(p.numel() for p in recipe.model.parameters()):,} parameters, "
-              f"{recipe.epochs} epochs, batch size {recipe.batch_size}, lr {recipe.lr}, seed {args.seed}, "
-              f"{mt.get_num_threads()} threads, backend {mt.backend_info()['backend']}")
-        summary = fit(recipe, out, recipe.epochs, seed=args.seed, resume=args.resume, progress=not args.quiet)
+        if rank == 0:
+            threads = f"{mt.get_num_threads()} thread{'s' if mt.get_num_threads() > 1 else ''}"
+            where = f"{world} processes x {threads}" if args.distributed else threads
+            print(f"training {args.model}: {sum(p.numel() for p in recipe.model.parameters()):,} parameters, "
+                  f"{recipe.epochs} epochs, batch size {recipe.batch_size}, lr {recipe.lr}, seed {args.seed}, "
+                  f"{where}, backend {mt.backend_info()['backend']}", flush=True)
+        summary = fit(recipe, out, recipe.epochs, seed=args.seed, resume=args.resume, progress=not args.quiet,
+                      distributed=args.distributed)
     except CheckpointError as e:
         raise UsageError(str(e)) from None
     except ValueError as e:
         raise UsageError(str(e)) from None
+    if rank != 0:
+        return 0
     wall = time.perf_counter() - t0
     summary["wall_seconds"] = wall
     print(f"{args.model}: test accuracy {summary['test_accuracy']:.2%} after {summary['epochs']} epochs; "
           f"training {summary['train_seconds']:.1f}s, wall {wall:.1f}s; checkpoint {summary['checkpoint']}; "
           f"metrics {os.path.join(out, 'metrics.json')}")
     return 0
+
+
+def _join(args):
+    """Join the MPI job (`mpiexec -n N python -m minitensor train MODEL --distributed`); without --threads, the
+    cores are shared among the ranks on this machine."""
+    import os
+
+    import minitensor as mt
+    from minitensor import distributed as dist
+
+    try:
+        dist.init()
+    except ImportError as e:
+        raise UsageError(str(e)) from None
+    if not args.threads:
+        mt.set_num_threads(max(1, (os.cpu_count() or 1) // dist.comm._local_size()))
+    return dist.rank(), dist.world_size()
 
 
 def _eval(args):
@@ -201,6 +225,8 @@ def build_parser():
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     train.add_argument("--no-attention", action="store_true", help="seq2seq only: train without attention")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--distributed", action="store_true",
+                       help="under mpiexec -n N: split each batch across the N processes (rank 0 logs and saves)")
     train.set_defaults(run=_train)
 
     ev = sub.add_parser("eval", help="evaluate a trained checkpoint on the test split")
@@ -243,4 +269,13 @@ def main(argv=None):
         return args.run(args)
     except UsageError as e:
         print(f"minitensor {args.command}: error: {e}", file=sys.stderr)
+        _end_job_on_error(2)
         return 2
+
+
+def _end_job_on_error(code):
+    """In a distributed run, an error on one rank ends the job: the others would wait for it in vain."""
+    distributed = sys.modules.get("minitensor.distributed")
+    if distributed is not None and distributed.is_initialized() and distributed.world_size() > 1:
+        sys.stderr.flush()
+        distributed.comm._abort(code)

@@ -56,7 +56,7 @@ def _nested_tensors_to_lists(seq):
 
 class Tensor:
     __slots__ = ("_data", "_requires_grad", "grad", "grad_fn", "_output_nr", "_vc", "_base", "_hooks", "_acc",
-                 "__weakref__")
+                 "_post_acc_hooks", "__weakref__")
     # Make numpy defer to us: `ndarray + tensor` calls Tensor.__radd__ and returns a Tensor.
     __array_priority__ = 1000
 
@@ -70,6 +70,7 @@ class Tensor:
         self._base = None
         self._hooks = None
         self._acc = None
+        self._post_acc_hooks = None
         if requires_grad:
             self.requires_grad = True
 
@@ -86,6 +87,7 @@ class Tensor:
         t._base = None
         t._hooks = None
         t._acc = None
+        t._post_acc_hooks = None
         return t
 
     # ------------------------------------------------------------------ metadata
@@ -175,6 +177,18 @@ class Tensor:
             self._hooks = []
         self._hooks.append(hook)
         return RemovableHandle(self._hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """`hook(tensor)` runs on this leaf after its gradient of the current backward has been added into
+        `.grad` (once per backward, however many uses): where DistributedDataParallel starts reducing it."""
+        if not self._requires_grad or self.grad_fn is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors that require grad accumulate "
+                               "a .grad; this one " + ("is not a leaf" if self.grad_fn is not None
+                                                       else "does not require grad"))
+        if self._post_acc_hooks is None:
+            self._post_acc_hooks = []
+        self._post_acc_hooks.append(hook)
+        return RemovableHandle(self._post_acc_hooks, hook)
 
     def retain_grad(self):
         """Keep the gradient of this non-leaf tensor in `.grad` after backward (leaves always keep it)."""

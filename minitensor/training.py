@@ -9,6 +9,13 @@ around them:
 - the checkpoint (DIR/checkpoint.safetensors) is written atomically after each epoch, so an interrupted run
   (or a failed save) never leaves a broken one;
 - DIR/metrics.json holds the per-epoch history and the summary; DIR/curves.png plots it.
+
+With distributed=True (under `mpiexec -n N`, after minitensor.distributed.init()), every rank draws the same
+global batches and trains on its contiguous slice of each (np.array_split: sizes differ by at most one), through
+DistributedDataParallel with each rank's gradient weighted by its share of the batch, so the run follows the
+single-process run with the same global batch (same samples, same augmentation draws, same averaged gradient).
+The epoch's loss and accuracy are summed over ranks; rank 0 alone evaluates, logs and writes the checkpoint
+(the inner model's state: it loads in a single process), and reads it for --resume, sending it to the others.
 """
 import json
 import os
@@ -18,6 +25,7 @@ import time
 import numpy as np
 
 from . import random as _random
+from .tensor import Tensor
 from .utils.checkpoint import load, save
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -57,26 +65,71 @@ def load_checkpoint(path, recipe_name=None):
     return state
 
 
-def fit(recipe, out_dir, epochs, seed=0, resume=False, progress=True, log=print):
-    """Train `recipe` for `epochs` epochs, writing checkpoints and metrics to out_dir. Returns the summary dict."""
-    os.makedirs(out_dir, exist_ok=True)
+def _read_resume_state(ckpt_path, recipe):
+    state = load_checkpoint(ckpt_path, recipe.name)
+    if state["config"] != recipe.config():
+        raise CheckpointError(f"checkpoint {ckpt_path} was trained with another configuration: "
+                              f"{state['config']} (this run: {recipe.config()})")
+    return state
+
+
+def _shard(batch, rank, world):
+    """This rank's contiguous slice of a global batch (an index array, or a tuple of per-sample arrays)."""
+    if isinstance(batch, tuple):
+        return tuple(_shard(part, rank, world) for part in batch)
+    return np.array_split(batch, world)[rank]
+
+
+def _check_splittable(batches, world):
+    smallest = min(len(b[0] if isinstance(b, tuple) else b) for b in batches)
+    if smallest < world:
+        raise ValueError(f"fit: a global batch of {smallest} samples cannot be split across {world} ranks (each "
+                         "needs at least one sample); choose a batch size, and a training set size modulo it, of at "
+                         f"least {world}")
+
+
+def fit(recipe, out_dir, epochs, seed=0, resume=False, progress=True, log=print, distributed=False):
+    """Train `recipe` for `epochs` epochs, writing checkpoints and metrics to out_dir. Returns the summary dict
+    (on rank 0; None on the other ranks of a distributed run)."""
+    rank, world = 0, 1
+    if distributed:
+        from . import distributed as dist
+
+        rank, world = dist.rank(), dist.world_size()
+    main = rank == 0
+    if not main:
+        progress, log = False, lambda *args: None
+    else:
+        os.makedirs(out_dir, exist_ok=True)
     ckpt_path = os.path.join(out_dir, CHECKPOINT)
     history, start, train_seconds = [], 0, 0.0
     if resume:
-        state = load_checkpoint(ckpt_path, recipe.name)
-        if state["config"] != recipe.config():
-            raise CheckpointError(f"checkpoint {ckpt_path} was trained with another configuration: "
-                                  f"{state['config']} (this run: {recipe.config()})")
+        if not distributed:
+            state = _read_resume_state(ckpt_path, recipe)
+        else:  # rank 0 reads it (other machines need not see out_dir) and sends it, or its error, to all
+            try:
+                shared = [_read_resume_state(ckpt_path, recipe) if main else None]
+            except CheckpointError as e:
+                shared = [e]
+            dist.broadcast_object_list(shared, src=0)
+            if isinstance(shared[0], CheckpointError):
+                raise shared[0]
+            state = shared[0]
         recipe.load_state(state)
         history, start = list(state["history"]), int(state["epoch"])
         train_seconds = float(sum(h["train_seconds"] for h in history))
         log(f"resuming {recipe.name} from {ckpt_path} after epoch {start}")
+    if distributed:
+        recipe.distribute()
     for epoch in range(start, epochs):
         s = epoch_seed(seed, epoch)
         _random.manual_seed(s)
         rng = np.random.default_rng(s)
         recipe.model.train()
         batches = recipe.train_batches(rng)
+        if distributed:
+            _check_splittable(batches, world)
+            batches = [_shard(b, rank, world) for b in batches]
         bar = _progress(len(batches), f"epoch {epoch + 1}/{epochs}", progress)
         loss_sum = correct = count = samples = 0.0
         t0 = time.perf_counter()
@@ -89,10 +142,16 @@ def fit(recipe, out_dir, epochs, seed=0, resume=False, progress=True, log=print)
                 bar.set_postfix_str(f"loss {loss_sum / count:.4f} acc {correct / count:.2%} {rate:.0f} samples/s",
                                     refresh=False)
                 bar.update(1)
+        if distributed:  # the epoch's figures over the global batches
+            totals = Tensor._wrap(np.array([loss_sum, correct, count, samples], dtype=np.float64))
+            dist.all_reduce(totals)
+            loss_sum, correct, count, samples = totals.tolist()
         seconds = time.perf_counter() - t0
         if bar is not None:
             bar.close()
         train_seconds += seconds
+        if not main:
+            continue
         recipe.model.eval()
         t1 = time.perf_counter()
         metrics = recipe.evaluate()
@@ -105,6 +164,10 @@ def fit(recipe, out_dir, epochs, seed=0, resume=False, progress=True, log=print)
             f"  ({seconds:.1f}s)")
         save(dict(recipe=recipe.name, config=recipe.config(), epoch=epoch + 1, seed=seed, history=history,
                   **recipe.state()), ckpt_path)
+    if distributed:
+        dist.barrier()  # the checkpoint is written: every rank may read it
+        if not main:
+            return None
     if not history:
         raise CheckpointError(f"nothing to train: the checkpoint in {out_dir} already has {start} epochs "
                               f"(asked for {epochs})")

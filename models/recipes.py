@@ -39,6 +39,7 @@ class Recipe:
             self.load_data()
         mt.manual_seed(seed)
         self.model = self.build_model(model_config)
+        self.ddp = None  # the DistributedDataParallel wrapper of a distributed run (see distribute)
         self.optimizer = self.scheduler = None
         if data:
             self.setup_optimizer(-(-self.num_train() // self.batch_size))
@@ -52,8 +53,24 @@ class Recipe:
                                                        total_steps=self.epochs * steps_per_epoch,
                                                        pct_start=self.defaults.get("warmup", 0.1))
 
-    def optimize(self, loss):
+    def distribute(self):
+        """Train through DistributedDataParallel (minitensor.distributed initialized); self.model stays the
+        inner model, so state() and checkpoints are the same as a single process's."""
+        from minitensor.distributed import DistributedDataParallel
+
+        self.ddp = DistributedDataParallel(self.model, broadcast_buffers=False)  # our buffers are constant tables
+
+    @property
+    def net(self):
+        """What training calls: the model, or its DistributedDataParallel wrapper."""
+        return self.model if self.ddp is None else self.ddp
+
+    def optimize(self, loss, n):
+        """One optimizer step on `loss`, the mean over this step's n predictions (in a distributed run, n weights
+        this rank's gradient, so the average over ranks is the mean over the global batch)."""
         self.optimizer.zero_grad()
+        if self.ddp is not None:
+            self.ddp.set_grad_weight(n)
         loss.backward()
         if self.defaults.get("clip"):
             nn.utils.clip_grad_norm_(self.model.parameters(), self.defaults["clip"])
@@ -125,9 +142,9 @@ class VitRecipe(Recipe):
         idx, shift = batch
         x = mt.from_numpy(np.ascontiguousarray(self._windows[idx, 0, shift[:, 0], shift[:, 1]][:, None]))
         y = mt.from_numpy(self.y_train[idx])
-        logits = self.model(x)
+        logits = self.net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.defaults["smoothing"])
-        self.optimize(loss)
+        self.optimize(loss, len(idx))
         return loss.item(), int((logits.argmax(-1) == y).sum().item()), len(idx), len(idx)
 
     @mt.no_grad()
@@ -205,14 +222,15 @@ class Seq2SeqRecipe(Recipe):
         src = self.encode_src([s for s, _ in pairs])
         tgt = pad_batch([self.tgt_vocab.encode(word_tokenize(t), add_start=True, add_end=True) for _, t in pairs],
                         self.tgt_vocab.pad_id)[0]
-        logits = self.model(src, tgt, teacher_forcing=self.defaults["teacher_forcing"])
+        logits = self.net(src, tgt, teacher_forcing=self.defaults["teacher_forcing"])
         target = tgt[:, 1:]
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                ignore_index=self.tgt_vocab.pad_id)
-        self.optimize(loss)
         keep = target != self.tgt_vocab.pad_id
+        tokens = int(keep.sum().item())
+        self.optimize(loss, tokens)
         correct = int(((logits.argmax(-1) == target) & keep).sum().item())
-        return loss.item(), correct, int(keep.sum().item()), len(idx)  # token accuracy
+        return loss.item(), correct, tokens, len(idx)  # token accuracy
 
     def translate(self, texts, beam_size=1):
         out = []
@@ -292,9 +310,9 @@ class TextClsRecipe(Recipe):
         samples = [self.train_samples[i] for i in idx]
         x = self.encode([t for t, _ in samples])
         y = mt.tensor([label for _, label in samples], dtype=mt.int64)
-        logits = self.model(x)
+        logits = self.net(x)
         loss = F.cross_entropy(logits, y)
-        self.optimize(loss)
+        self.optimize(loss, len(idx))
         return loss.item(), int((logits.argmax(-1) == y).sum().item()), len(idx), len(idx)
 
     @mt.no_grad()

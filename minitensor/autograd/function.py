@@ -168,6 +168,9 @@ class AccumulateGrad:
             leaf.grad = leaf.grad + grad
         else:
             np.add(leaf.grad._data, grad._data, out=leaf.grad._data, casting="unsafe")
+        if leaf._post_acc_hooks:
+            for hook in list(leaf._post_acc_hooks):
+                hook(leaf)
 
     def __repr__(self):
         return "<AccumulateGrad>"

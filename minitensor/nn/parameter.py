@@ -25,6 +25,7 @@ class Parameter(Tensor):
         self._base = None
         self._hooks = None
         self._acc = None
+        self._post_acc_hooks = None
         if requires_grad:
             self.requires_grad = True
 

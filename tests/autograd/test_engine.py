@@ -220,6 +220,20 @@ def test_leaf_hook_replaces_gradient(engine):
     np.testing.assert_allclose(x.grad.numpy(), [7.0, 7.0])
 
 
+def test_post_accumulate_grad_hook_sees_the_accumulated_grad_once_per_backward(engine):
+    x = leaf(1.0, 2.0)
+    seen = []
+    handle = x.register_post_accumulate_grad_hook(lambda t: seen.append(t.grad.numpy().copy()))
+    (x * 3 + x * x).sum().backward()  # two uses of x: summed first, then one accumulation, one call
+    (x * 2).sum().backward()  # accumulates onto the previous .grad
+    np.testing.assert_allclose(seen, [[5.0, 7.0], [7.0, 9.0]])
+    handle.remove()
+    (x * 2).sum().backward()
+    assert len(seen) == 2
+    with pytest.raises(RuntimeError, match="is not a leaf"):
+        (x * 2).register_post_accumulate_grad_hook(lambda t: None)
+
+
 def test_no_grad_and_enable_grad(engine):
     x = leaf(1.0)
     with mt.no_grad():

@@ -202,3 +202,38 @@ def test_pad_batch_and_padding_mask():
     assert mask.tolist() == [[False, False, False], [False, True, True], [True, True, True]]
     ids, mask = pad_batch([[1, 2, 3, 4]], max_len=2)
     assert ids.tolist() == [[1, 2]] and mask.tolist() == [[False, False]]
+
+
+@pytest.mark.parametrize("n, replicas, drop_last", [(10, 3, False), (10, 3, True), (2, 3, False), (12, 4, False)])
+def test_distributed_sampler_shards_like_torch(n, replicas, drop_last):
+    import torch.utils.data
+
+    from minitensor.data import DistributedSampler
+
+    for rank in range(replicas):
+        ours = DistributedSampler(range(n), num_replicas=replicas, rank=rank, shuffle=False, drop_last=drop_last)
+        theirs = torch.utils.data.DistributedSampler(range(n), num_replicas=replicas, rank=rank, shuffle=False,
+                                                     drop_last=drop_last)
+        assert list(ours) == list(theirs) and len(ours) == len(theirs)
+    shards = []
+    for rank in range(replicas):  # shuffled: the ranks' shards partition one permutation (padded by wrapping)
+        sampler = DistributedSampler(range(n), num_replicas=replicas, rank=rank, seed=4, drop_last=drop_last)
+        sampler.set_epoch(2)
+        shards.append(list(sampler))
+    order = [i for step in zip(*shards) for i in step]
+    permutation = mt.Generator(4 + 2).permutation(n).tolist()
+    if drop_last:
+        assert order == permutation[:len(order)] and len(order) == n - n % replicas
+    else:
+        assert order == (permutation * replicas)[:len(order)] and len(order) == replicas * -(-n // replicas)
+    sampler.set_epoch(3)
+    assert list(sampler) != shards[-1] or n < 3  # reshuffled
+
+
+def test_distributed_sampler_errors():
+    from minitensor.data import DistributedSampler
+
+    with pytest.raises(ValueError, match=r"invalid rank 3, rank should be in the interval \[0, 2\]"):
+        DistributedSampler(range(5), num_replicas=3, rank=3)
+    with pytest.raises(RuntimeError, match="not initialized; call minitensor.distributed.init"):
+        DistributedSampler(range(5))
