@@ -10,7 +10,8 @@
 // C-contiguous or the (1, 2, 0, 3) transpose of a C-contiguous (L, N, H, Ev) array (the heads side by side, as
 // MultiheadAttention concatenates them, so that concat is free); lse, dq, dk, dv are C-contiguous. Shapes,
 // dtypes and layouts are checked before any memory is touched; errors name the op and the shapes. Threads take
-// whole batch elements, so results do not depend on the thread count.
+// whole batch elements, so results do not depend on the thread count. Subnormals are flushed to zero while the
+// kernels run (FlushSubnormals, common.h).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -178,6 +179,7 @@ void forward(const py::array& q_a, const py::array& k_a, const py::array& v_a, c
     py::gil_scoped_release release;
 #pragma omp parallel if (parallel(d))
     {
+        const FlushSubnormals ftz;
         AttnScratch<T> w(d.S, d.E, d.Ev, false);
 #pragma omp for schedule(static)
         for (index_t b = 0; b < d.B(); ++b) {
@@ -210,6 +212,7 @@ void backward(const py::array& q_a, const py::array& k_a, const py::array& v_a, 
     py::gil_scoped_release release;
 #pragma omp parallel if (parallel(d))
     {
+        const FlushSubnormals ftz;
         AttnScratch<T> w(d.S, d.E, d.Ev, true);
 #pragma omp for schedule(static)
         for (index_t b = 0; b < d.B(); ++b) {

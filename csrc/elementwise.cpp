@@ -84,8 +84,13 @@ static void gelu_entry(const py::array& x_in, const py::object& g_in, const py::
     const GeluFn<T> fn = gelu_kernel<T>(isa);
     constexpr index_t block = 4096;
     py::gil_scoped_release release;
-#pragma omp parallel for schedule(static) if (n >= kParallelGrain && max_threads() > 1)
-    for (index_t b = 0; b < (n + block - 1) / block; ++b) fn(b * block, std::min(n, (b + 1) * block), xp, gp, out, tanh_form);
+#pragma omp parallel if (n >= kParallelGrain && max_threads() > 1)
+    {
+        const FlushSubnormals ftz;
+#pragma omp for schedule(static)
+        for (index_t b = 0; b < (n + block - 1) / block; ++b)
+            fn(b * block, std::min(n, (b + 1) * block), xp, gp, out, tanh_form);
+    }
 }
 
 void register_elementwise(py::module_& m) {

@@ -11,7 +11,7 @@
 // (stride 0) operands cost nothing extra; it also zero-pads partial slivers so the micro-kernel always
 // runs full tiles. Threads split the ic loop (or, when M is one block, the jr loop); every element of C is
 // computed by one thread in the same k order whatever the thread count, so results are bitwise identical
-// for 1 or 2 threads.
+// for 1 or 2 threads. Subnormals are flushed to zero while it runs (FlushSubnormals, common.h).
 #include "gemm.h"
 
 #include <immintrin.h>
@@ -196,6 +196,7 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
     Blocking b = impl.blk;
     const int nt = (threads > 1 && M * N * K >= 4 * kParallelGrain) ? threads : 1;
     if (nt == 1) {  // no parallel region at all: small problems do not pay for thread start-up
+        const FlushSubnormals ftz;
         Workspace<T> ws(b, M, N);
         gemm_serial(M, N, K, alpha, A, B, beta, C, rs_c, cs_c, impl, b, ws);
         return;
@@ -215,6 +216,7 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
 
 #pragma omp parallel num_threads(nt)
     {
+        const FlushSubnormals ftz;
         Scratch<T> ap(m_blocks >= nt ? b.KC * mc_max : 0);
         for (index_t jc = 0; jc < N; jc += b.NC) {
             const index_t nc = std::min(b.NC, N - jc);
@@ -312,6 +314,7 @@ static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, b
     }
 #pragma omp parallel if (threads > 1 && batch * M * N * K >= kParallelGrain)
     {
+        const FlushSubnormals ftz;
         Workspace<T> ws(impl.blk, M, N);
 #pragma omp for schedule(static)
         for (index_t i = 0; i < batch; ++i) {

@@ -52,9 +52,13 @@ static void forward(const py::array& x_in, const py::object& w_in, const py::obj
     const T e = static_cast<T>(eps);
     py::gil_scoped_release release;
     const index_t blocks = (rows + kChunkRows - 1) / kChunkRows;
-#pragma omp parallel for schedule(static) if (rows * n >= kParallelGrain && max_threads() > 1)
-    for (index_t blk = 0; blk < blocks; ++blk)
-        fn(blk * kChunkRows, std::min(rows, (blk + 1) * kChunkRows), n, xp, w, b, e, y, mean, rstd);
+#pragma omp parallel if (rows * n >= kParallelGrain && max_threads() > 1)
+    {
+        const FlushSubnormals ftz;
+#pragma omp for schedule(static)
+        for (index_t blk = 0; blk < blocks; ++blk)
+            fn(blk * kChunkRows, std::min(rows, (blk + 1) * kChunkRows), n, xp, w, b, e, y, mean, rstd);
+    }
 }
 
 template <class T>
@@ -80,10 +84,14 @@ static void backward(const py::array& g_in, const py::array& x_in, const py::arr
     py::gil_scoped_release release;
     const index_t chunks = (rows + kChunkRows - 1) / kChunkRows;
     std::vector<T> partial(w ? static_cast<std::size_t>(2 * chunks * n) : 0, T(0));
-#pragma omp parallel for schedule(static) if (rows * n >= kParallelGrain && max_threads() > 1)
-    for (index_t c = 0; c < chunks; ++c) {
-        T* pw = w ? partial.data() + 2 * c * n : nullptr;
-        fn(c * kChunkRows, std::min(rows, (c + 1) * kChunkRows), n, gp, xp, mp, rp, w, dx, pw, pw ? pw + n : nullptr);
+#pragma omp parallel if (rows * n >= kParallelGrain && max_threads() > 1)
+    {
+        const FlushSubnormals ftz;
+#pragma omp for schedule(static)
+        for (index_t c = 0; c < chunks; ++c) {
+            T* pw = w ? partial.data() + 2 * c * n : nullptr;
+            fn(c * kChunkRows, std::min(rows, (c + 1) * kChunkRows), n, gp, xp, mp, rp, w, dx, pw, pw ? pw + n : nullptr);
+        }
     }
     if (w) {
         for (index_t j = 0; j < n; ++j) dw[j] = db[j] = T(0);

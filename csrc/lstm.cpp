@@ -128,8 +128,12 @@ void gate_dims(const py::array& gates, index_t& N, index_t& H) {
 template <class F>
 void for_row_blocks(index_t N, index_t H, F fn) {
     const index_t blocks = (N + kBlockRows - 1) / kBlockRows;
-#pragma omp parallel for schedule(static) if (N * 4 * H >= kParallelGrain && max_threads() > 1)
-    for (index_t b = 0; b < blocks; ++b) fn(b * kBlockRows, std::min(N, (b + 1) * kBlockRows));
+#pragma omp parallel if (N * 4 * H >= kParallelGrain && max_threads() > 1)
+    {
+        const FlushSubnormals ftz;
+#pragma omp for schedule(static)
+        for (index_t b = 0; b < blocks; ++b) fn(b * kBlockRows, std::min(N, (b + 1) * kBlockRows));
+    }
 }
 
 template <class T>

@@ -22,8 +22,12 @@ template <class F>
 static void for_row_blocks(index_t rows, index_t n, F fn) {
     const index_t block = 16;
     const index_t blocks = (rows + block - 1) / block;
-#pragma omp parallel for schedule(static) if (rows * n >= kParallelGrain && max_threads() > 1)
-    for (index_t b = 0; b < blocks; ++b) fn(b * block, std::min(rows, (b + 1) * block));
+#pragma omp parallel if (rows * n >= kParallelGrain && max_threads() > 1)
+    {
+        const FlushSubnormals ftz;
+#pragma omp for schedule(static)
+        for (index_t b = 0; b < blocks; ++b) fn(b * block, std::min(rows, (b + 1) * block));
+    }
 }
 
 static std::vector<index_t> shape_of(const py::array& a) {
