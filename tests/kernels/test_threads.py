@@ -115,3 +115,15 @@ def test_minitensor_isa_caps_the_path_and_rejects_unknown_values(C):
         assert out.stdout.split() == [supported[-1]], out.stderr
     out = _isa_in_subprocess("avx1024")
     assert out.returncode != 0 and "MINITENSOR_ISA='avx1024': expected 'scalar', 'avx2' or 'avx512'" in out.stderr
+
+
+def test_kernels_flush_subnormals_and_leave_the_callers_mode_alone(C):
+    """Kernels run with subnormals flushed to zero (FlushSubnormals in common.h); the calling thread's mode is
+    restored, so numpy arithmetic afterwards still produces subnormals."""
+    tiny = np.float32(1e-39)  # subnormal in float32
+    a = np.full((1, 1), tiny, np.float32)
+    out = np.empty((1, 1), np.float32)
+    C.gemm(a, np.ones((1, 1), np.float32), out)
+    assert out[0, 0] == 0.0  # flushed inside the kernel
+    assert np.multiply(np.float32(1e-38), np.float32(0.1)) != 0.0  # still subnormal out here
+    assert (np.array([1e-38], np.float32) * np.float32(0.1))[0] != 0.0
