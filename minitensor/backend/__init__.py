@@ -25,6 +25,14 @@ _BACKENDS = {"numpy": numpy_ref}
 if native is not None:
     _BACKENDS["native"] = native
 
+# Freed memory kept mapped for reuse (glibc; see tune_malloc in csrc/bindings.cpp): training reallocates the same
+# activations every step, and returning them to the OS costs a page fault per 4 KiB page on the next step.
+_malloc = os.environ.get("MINITENSOR_MALLOC", "retain").strip().lower()
+if _malloc not in ("retain", "default"):
+    raise ValueError(f"MINITENSOR_MALLOC={_malloc!r}: expected 'retain' (keep freed memory for reuse, the default) "
+                     "or 'default' (leave the C library's allocator as it is)")
+_malloc = "retain" if _malloc == "retain" and native is not None and native.tune_malloc() else "default"
+
 
 def _initial():
     requested = os.environ.get("MINITENSOR_BACKEND", "").strip().lower()
@@ -66,7 +74,7 @@ def backend_info():
     """What runs the kernels: backend name, whether _C is built, the ISA path, OpenMP and thread count."""
     from ..autograd import get_engine
 
-    info = {"backend": kernels.NAME, "compiled": native is not None, "engine": get_engine()}
+    info = {"backend": kernels.NAME, "compiled": native is not None, "engine": get_engine(), "malloc": _malloc}
     if native is not None:
         info.update(native.info())
     else:

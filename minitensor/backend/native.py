@@ -42,6 +42,11 @@ def linear(x, w, b):
     return out
 
 
+def tune_malloc():
+    """Keep freed memory mapped for reuse (glibc only); True if it applied."""
+    return _C.tune_malloc()
+
+
 def matmul(a, b):
     """numpy.matmul semantics on the GEMM kernel: 1-D operands, batches with broadcast batch dims."""
     if not _float(a, b) or a.ndim == 0 or b.ndim == 0:

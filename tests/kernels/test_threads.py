@@ -127,3 +127,23 @@ def test_kernels_flush_subnormals_and_leave_the_callers_mode_alone(C):
     assert out[0, 0] == 0.0  # flushed inside the kernel
     assert np.multiply(np.float32(1e-38), np.float32(0.1)) != 0.0  # still subnormal out here
     assert (np.array([1e-38], np.float32) * np.float32(0.1))[0] != 0.0
+
+
+def test_minitensor_malloc_setting(C):
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    def run(value):
+        env = dict(os.environ, MINITENSOR_MALLOC=value)
+        return subprocess.run([sys.executable, "-c", "import minitensor as mt; print(mt.backend_info()['malloc'])"],
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    glibc = platform.libc_ver()[0] == "glibc"
+    out = run("retain")
+    assert out.returncode == 0 and out.stdout.split() == ["retain" if glibc else "default"], out.stderr
+    out = run("default")
+    assert out.returncode == 0 and out.stdout.split() == ["default"], out.stderr
+    out = run("forever")
+    assert out.returncode != 0 and "MINITENSOR_MALLOC='forever': expected 'retain'" in out.stderr
