@@ -151,6 +151,14 @@ def lstm_cell_backward(gates, c, dh, dc):
     return d_gates, dcn * f
 
 
+def _sdpa_scores(q, k, mask, causal, scale):
+    """scale q kᵀ + mask, -inf above the diagonal when causal."""
+    scores = scale * (q @ np.swapaxes(k, -1, -2))
+    if causal:
+        scores = scores + np.triu(np.full(scores.shape[-2:], -np.inf, dtype=q.dtype), 1)
+    return scores if mask is None else scores + mask
+
+
 def sdpa(q, k, v, mask=None, causal=False, scale=1.0, seq_major_out=False):
     """Scaled dot-product attention over batch dims (N, H): q (N, H, L, E), k (N, H, S, E), v (N, H, S, Ev), mask
     additive, broadcastable to (N, H, L, S), or None; causal masks keys j > i. Returns (out (N, H, L, Ev), lse
@@ -158,11 +166,7 @@ def sdpa(q, k, v, mask=None, causal=False, scale=1.0, seq_major_out=False):
     needs to rebuild the weights). A row whose keys are all masked comes out NaN. `seq_major_out` is the native
     kernel's layout option (out stored as the (1, 2, 0, 3) transpose of an (L, N, H, Ev) array); here it only
     changes the memory layout."""
-    scores = scale * (q @ np.swapaxes(k, -1, -2))
-    if causal:
-        scores = scores + np.triu(np.full(scores.shape[-2:], -np.inf, dtype=q.dtype), 1)
-    if mask is not None:
-        scores = scores + mask
+    scores = _sdpa_scores(q, k, mask, causal, scale)
     with np.errstate(invalid="ignore"):
         m = scores.max(axis=-1, keepdims=True)
         e = np.exp(scores - m)
@@ -177,11 +181,7 @@ def sdpa(q, k, v, mask=None, causal=False, scale=1.0, seq_major_out=False):
 def sdpa_backward(q, k, v, mask, causal, scale, out, lse, g):
     """(dq, dk, dv) of sdpa from out, lse and the gradient g of out. With the weights p = exp(s - lse):
     dv = pᵀ g,  dp = g vᵀ,  ds = p (dp - rowsum(g * out)),  dq = scale ds k,  dk = scale dsᵀ q."""
-    scores = scale * (q @ np.swapaxes(k, -1, -2))
-    if causal:
-        scores = scores + np.triu(np.full(scores.shape[-2:], -np.inf, dtype=q.dtype), 1)
-    if mask is not None:
-        scores = scores + mask
+    scores = _sdpa_scores(q, k, mask, causal, scale)
     with np.errstate(invalid="ignore"):
         p = np.exp(scores - lse[..., None])
         dv = np.swapaxes(p, -1, -2) @ g
