@@ -155,15 +155,19 @@ struct Workspace {
         : a(blk.KC * std::min(blk.MC, round_up(M, blk.MR))), b(blk.KC * std::min(blk.NC, round_up(N, blk.NR))) {}
 };
 
+// Packing A pays when each A sliver is reused across many B slivers and A is too big to stay in L2 as it is, or
+// is read across rows (transposed). A small row-major A (up to 1 MiB: 128 x 128 ... 512 x 512) is read in place,
+// as is any A of a product with few column slivers (attention's 17 x 16 @ 16 x 17): measured faster.
+template <class T>
+static bool small_row_major(index_t M, index_t K, const Mat<T>& A) {
+    return A.cs == 1 && M * K * static_cast<index_t>(sizeof(T)) <= (index_t(1) << 20);
+}
+
 // The blocked loops on the calling thread, with buffers from the caller (a batch reuses one workspace).
 template <class T>
 static void gemm_serial(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, T* C, index_t rs_c,
                         index_t cs_c, const Impl<T>& impl, const Blocking& b, Workspace<T>& ws) {
-    // Packing A pays when each A sliver is reused across many B slivers and A is too big to stay in L2 as it
-    // is, or is read across rows (transposed). A small row-major A (up to 1 MiB: 128 x 128 ... 512 x 512) or a
-    // product with few column slivers (attention's 17 x 16 @ 16 x 17) is read in place: measured faster.
-    const bool pack_a_first =
-        N > 2 * b.NR && (A.cs != 1 || M * K * static_cast<index_t>(sizeof(T)) > (index_t(1) << 20));
+    const bool pack_a_first = N > 2 * b.NR && !small_row_major(M, K, A);
     for (index_t jc = 0; jc < N; jc += b.NC) {
         const index_t nc = std::min(b.NC, N - jc);
         for (index_t pc = 0; pc < K; pc += b.KC) {
@@ -211,13 +215,14 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
     }
     const index_t nc_max = std::min(b.NC, round_up(N, b.NR));
     const index_t mc_max = std::min(b.MC, round_up(M, b.MR));
+    const bool a_in_place = small_row_major(M, K, A);
     Scratch<T> bp(b.KC * nc_max);
-    Scratch<T> shared_a(m_blocks < nt ? b.KC * mc_max : 0);
+    Scratch<T> shared_a(m_blocks < nt && !a_in_place ? b.KC * mc_max : 0);
 
 #pragma omp parallel num_threads(nt)
     {
         const FlushSubnormals ftz;
-        Scratch<T> ap(m_blocks >= nt ? b.KC * mc_max : 0);
+        Scratch<T> ap(m_blocks >= nt && !a_in_place ? b.KC * mc_max : 0);
         for (index_t jc = 0; jc < N; jc += b.NC) {
             const index_t nc = std::min(b.NC, N - jc);
             const index_t slivers = (nc + b.NR - 1) / b.NR;
@@ -228,27 +233,40 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
 #pragma omp for schedule(static)
                 for (index_t s = 0; s < slivers; ++s) impl.pack_b(kc, nc, Bblk, B.rs, B.cs, bp.ptr, s, s + 1);
                 if (m_blocks >= nt) {
-                    // enough row blocks: each thread packs its own A blocks and runs them over all of B
+                    // enough row blocks: each thread packs its own A blocks (or reads a small A in place) and
+                    // runs them over all of B
 #pragma omp for schedule(static)
                     for (index_t blk = 0; blk < m_blocks; ++blk) {
                         const index_t ic = blk * b.MC;
                         const index_t mc = std::min(b.MC, M - ic);
-                        impl.pack_a(mc, kc, A.data + ic * A.rs + pc * A.cs, A.rs, A.cs, ap.ptr);
-                        impl.macro(mc, nc, kc, ap.ptr, true, 0, 0, bp.ptr, C + ic * rs_c + jc * cs_c, rs_c, cs_c, alpha,
-                                   beta_k);
+                        const T* Ablk = A.data + ic * A.rs + pc * A.cs;
+                        T* Cblk = C + ic * rs_c + jc * cs_c;
+                        if (a_in_place) {
+                            impl.macro(mc, nc, kc, Ablk, false, A.rs, A.cs, bp.ptr, Cblk, rs_c, cs_c, alpha, beta_k);
+                        } else {
+                            impl.pack_a(mc, kc, Ablk, A.rs, A.cs, ap.ptr);
+                            impl.macro(mc, nc, kc, ap.ptr, true, 0, 0, bp.ptr, Cblk, rs_c, cs_c, alpha, beta_k);
+                        }
                     }
                 } else {
-                    // one row block (small M): pack A once, split the B slivers between threads
+                    // one row block (small M): pack A once (or read it in place), split the B slivers between threads
                     for (index_t ic = 0; ic < M; ic += b.MC) {
                         const index_t mc = std::min(b.MC, M - ic);
+                        const T* Ablk = A.data + ic * A.rs + pc * A.cs;
+                        if (!a_in_place) {
 #pragma omp single
-                        impl.pack_a(mc, kc, A.data + ic * A.rs + pc * A.cs, A.rs, A.cs, shared_a.ptr);
+                            impl.pack_a(mc, kc, Ablk, A.rs, A.cs, shared_a.ptr);
+                        }
 #pragma omp for schedule(static)
                         for (index_t s = 0; s < slivers; ++s) {
                             const index_t j0 = s * b.NR;
                             const index_t n = std::min<index_t>(b.NR, nc - j0);
-                            impl.macro(mc, n, kc, shared_a.ptr, true, 0, 0, bp.ptr + j0 * kc,
-                                       C + ic * rs_c + (jc + j0) * cs_c, rs_c, cs_c, alpha, beta_k);
+                            if (a_in_place)
+                                impl.macro(mc, n, kc, Ablk, false, A.rs, A.cs, bp.ptr + j0 * kc,
+                                           C + ic * rs_c + (jc + j0) * cs_c, rs_c, cs_c, alpha, beta_k);
+                            else
+                                impl.macro(mc, n, kc, shared_a.ptr, true, 0, 0, bp.ptr + j0 * kc,
+                                           C + ic * rs_c + (jc + j0) * cs_c, rs_c, cs_c, alpha, beta_k);
                         }
                     }
                 }
