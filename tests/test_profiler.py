@@ -5,31 +5,10 @@ import pytest
 
 import minitensor as mt
 from minitensor import autograd, nn
-from minitensor import backend as backend_module
 from minitensor.autograd import Function, function
 from minitensor.profiler import profile
 
 ROW_KEYS = {"name", "calls", "forward_ms", "backward_ms", "total_ms", "flops", "bytes", "backend"}
-
-
-@pytest.fixture(params=["python", "cython"])
-def engine(request):
-    if request.param == "cython" and autograd._cython_engine is None:
-        pytest.skip("the Cython engine is not built (no C compiler at install time)")
-    before = autograd.get_engine()
-    autograd.set_engine(request.param)
-    yield request.param
-    autograd.set_engine(before)
-
-
-@pytest.fixture(params=["numpy", "native"])
-def backend(request):
-    if request.param == "native" and backend_module.native is None:
-        pytest.skip("native backend not built (minitensor._C missing)")
-    before = mt.get_backend()
-    mt.set_backend(request.param)
-    yield request.param
-    mt.set_backend(before)
 
 
 class Block(nn.Module):

@@ -10,16 +10,6 @@ from minitensor import autograd
 from minitensor.autograd import Function
 
 
-@pytest.fixture(params=["python", "cython"])
-def engine(request):
-    if request.param == "cython" and autograd._cython_engine is None:
-        pytest.skip("the Cython engine is not built (no C compiler at install time)")
-    before = autograd.get_engine()
-    autograd.set_engine(request.param)
-    yield request.param
-    autograd.set_engine(before)
-
-
 def leaf(*values):
     return mt.tensor(np.array(values, dtype=np.float64), requires_grad=True)
 
