@@ -123,18 +123,6 @@ def make_data(name):
     return (src, tgt), tgt[:, 1:].reshape(-1).copy()
 
 
-def sinusoidal_table(max_len, d_model):
-    """The same table as minitensor.nn.positional (used where minitensor is not imported: memory children)."""
-    import numpy as np
-
-    position = np.arange(max_len)[:, None]
-    div = np.exp(np.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
-    table = np.zeros((max_len, d_model))
-    table[:, 0::2] = np.sin(position * div)
-    table[:, 1::2] = np.cos(position * div[: d_model // 2])
-    return table.astype(np.float32)
-
-
 # -- minitensor side -------------------------------------------------------------------------------------------
 def build_minitensor(name):
     """(model, train_step(), infer()) on the seeded batch; train_step returns the loss tensor."""
@@ -180,47 +168,11 @@ def build_minitensor(name):
 
 # -- PyTorch side ----------------------------------------------------------------------------------------------
 def torch_classes():
-    """The PyTorch twins (defined once torch is imported); the same approach as tests/models/test_model_parity.py."""
+    """The PyTorch twins (defined once torch is imported): the ViT and classifier of minitensor.testing.torch_twins
+    (shared with tests/models/test_model_parity.py) and the two seq2seq variants raced here."""
     import torch
     from torch import nn as tnn
     from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
-
-    class TorchViT(tnn.Module):
-        def __init__(self, image_size, patch_size, in_channels, num_classes, dim, depth, heads, mlp_dim):
-            super().__init__()
-            num_patches = (image_size // patch_size) ** 2
-            self.patch_embed = tnn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
-            self.cls_token = tnn.Parameter(torch.zeros(1, 1, dim))
-            self.pos_embed = tnn.Parameter(torch.zeros(1, num_patches + 1, dim))
-            self.blocks = tnn.ModuleList([
-                tnn.TransformerEncoderLayer(dim, heads, mlp_dim, dropout=0.0, activation="gelu", batch_first=True,
-                                            norm_first=True) for _ in range(depth)])
-            self.norm = tnn.LayerNorm(dim)
-            self.head = tnn.Linear(dim, num_classes)
-
-        def forward(self, images):
-            patches = self.patch_embed(images).flatten(2).transpose(1, 2)
-            x = torch.cat([self.cls_token.expand(images.shape[0], -1, -1), patches], dim=1) + self.pos_embed
-            for block in self.blocks:
-                x = block(x)
-            return self.head(self.norm(x)[:, 0])
-
-    class TorchClassifier(tnn.Module):
-        def __init__(self, pe, vocab_size, num_classes, dim, depth, heads, mlp_dim, pad_id):
-            super().__init__()
-            self.dim, self.pad_id = dim, pad_id
-            self.embedding = tnn.Embedding(vocab_size, dim, padding_idx=pad_id)
-            self.register_buffer("pe", torch.tensor(pe), persistent=False)
-            layer = tnn.TransformerEncoderLayer(dim, heads, mlp_dim, dropout=0.0, batch_first=True)
-            self.encoder = tnn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
-            self.head = tnn.Linear(dim, num_classes)
-
-        def forward(self, ids):
-            mask = ids == self.pad_id
-            x = self.embedding(ids) * math.sqrt(self.dim) + self.pe[: ids.shape[1]]
-            x = self.encoder(x, src_key_padding_mask=mask)
-            keep = (~mask).to(x.dtype).unsqueeze(-1)
-            return self.head((x * keep).sum(1) / keep.sum(1).clamp(min=1.0))
 
     class Seq2SeqBase(tnn.Module):
         def __init__(self, src_vocab_size, tgt_vocab_size, emb_dim, hidden_size, cell, pad_id=0):
@@ -283,6 +235,8 @@ def torch_classes():
                 outputs.append(h)
             return self.readout(torch.stack(outputs, dim=1), memory, mask)
 
+    from minitensor.testing.torch_twins import TorchClassifier, TorchViT
+
     return dict(TorchViT=TorchViT, TorchClassifier=TorchClassifier, TorchSeq2SeqFused=TorchSeq2SeqFused,
                 TorchSeq2SeqCell=TorchSeq2SeqCell)
 
@@ -299,8 +253,9 @@ def build_torch(name, variant=None, ours=None):
     if name.startswith("vit"):
         model = classes["TorchViT"](**(VIT_TINY if name == "vit_tiny" else VIT_SMALL))
     elif name == "transformer":
-        pe = ours.positional.pe.numpy() if ours is not None else sinusoidal_table(TRANSFORMER_LEN + 1,
-                                                                                  TRANSFORMER["dim"])
+        from minitensor.nn.positional import sinusoidal_table
+
+        pe = ours.positional.pe.numpy() if ours is not None else sinusoidal_table(TRANSFORMER_LEN + 1, TRANSFORMER["dim"])
         model = classes["TorchClassifier"](pe, **TRANSFORMER)
     else:
         model = classes["TorchSeq2SeqCell" if variant == "cell" else "TorchSeq2SeqFused"](**SEQ2SEQ)

@@ -5,7 +5,6 @@ minitensor model's weights are copied into the twin; the forward outputs and eve
 backward of a scalar loss must agree. The Seq2Seq twin encodes with pack_padded_sequence, an independent check
 that minitensor's masked encoder stops at each sequence's last real token.
 """
-import math
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from minitensor.models.seq2seq import Seq2Seq  # noqa: E402
 from minitensor.models.transformer import TransformerClassifier  # noqa: E402
 from minitensor.models.vit import ViT  # noqa: E402
 from minitensor.nn.positional import sinusoidal_table  # noqa: E402
+from minitensor.testing.torch_twins import TorchClassifier, TorchViT  # noqa: E402
 
 RTOL, ATOL = 1e-7, 1e-9
 
@@ -90,27 +90,6 @@ def ids_with_trailing_pad(rng, vocab, lengths, total, pad=0, low=1):
 
 
 # -- ViT -------------------------------------------------------------------------------------------------------
-class TorchViT(tnn.Module):
-    def __init__(self, image_size, patch_size, in_channels, num_classes, dim, depth, heads, mlp_dim):
-        super().__init__()
-        num_patches = (image_size // patch_size) ** 2
-        self.patch_embed = tnn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
-        self.cls_token = tnn.Parameter(torch.zeros(1, 1, dim))
-        self.pos_embed = tnn.Parameter(torch.zeros(1, num_patches + 1, dim))
-        self.blocks = tnn.ModuleList([
-            tnn.TransformerEncoderLayer(dim, heads, mlp_dim, dropout=0.0, activation="gelu", batch_first=True,
-                                        norm_first=True) for _ in range(depth)])
-        self.norm = tnn.LayerNorm(dim)
-        self.head = tnn.Linear(dim, num_classes)
-
-    def forward(self, images):
-        patches = self.patch_embed(images).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(images.shape[0], -1, -1), patches], dim=1) + self.pos_embed
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.norm(x)[:, 0])
-
-
 def test_vit():
     config = dict(image_size=8, patch_size=4, in_channels=2, num_classes=5, dim=8, depth=2, heads=2, mlp_dim=16)
     mt.manual_seed(0)
@@ -122,34 +101,6 @@ def test_vit():
 
 
 # -- TransformerClassifier -------------------------------------------------------------------------------------
-class TorchClassifier(tnn.Module):
-    def __init__(self, pe, vocab_size, num_classes, dim, depth, heads, mlp_dim, pad_id, pooling):
-        super().__init__()
-        self.dim, self.pad_id, self.pooling = dim, pad_id, pooling
-        self.embedding = tnn.Embedding(vocab_size, dim, padding_idx=pad_id)
-        self.register_buffer("pe", torch.tensor(pe), persistent=False)
-        if pooling == "cls":
-            self.cls_token = tnn.Parameter(torch.zeros(1, 1, dim))
-        layer = tnn.TransformerEncoderLayer(dim, heads, mlp_dim, dropout=0.0, batch_first=True)
-        self.encoder = tnn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
-        self.head = tnn.Linear(dim, num_classes)
-
-    def forward(self, ids):
-        mask = ids == self.pad_id
-        x = self.embedding(ids) * math.sqrt(self.dim) + self.pe[: ids.shape[1]]
-        if self.pooling == "cls":
-            n = ids.shape[0]
-            x = torch.cat([self.cls_token.expand(n, -1, -1), x], dim=1)
-            mask = torch.cat([torch.zeros(n, 1, dtype=torch.bool), mask], dim=1)
-        x = self.encoder(x, src_key_padding_mask=mask)
-        if self.pooling == "cls":
-            pooled = x[:, 0]
-        else:
-            keep = (~mask).to(x.dtype).unsqueeze(-1)
-            pooled = (x * keep).sum(1) / keep.sum(1)
-        return self.head(pooled)
-
-
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_transformer_classifier(pooling):
     config = dict(vocab_size=11, num_classes=3, dim=8, depth=2, heads=2, mlp_dim=16, pad_id=0)
