@@ -136,14 +136,23 @@ void for_row_blocks(index_t N, index_t H, F fn) {
     }
 }
 
+// N and H from the gates, gates and c checked; returns the " (from gates ...)" note the other arrays' errors carry.
 template <class T>
-void forward(const py::array& gates_a, const py::array& c_a, const py::array& h_a, const py::array& cn_a, Isa isa) {
-    index_t N, H;
+std::string checked_inputs(const py::array& gates_a, const py::array& c_a, index_t& N, index_t& H, const T*& gates,
+                           const T*& c) {
     gate_dims(gates_a, N, H);
     const std::string why = " (from gates " + shape_str(gates_a) + ": N = " + std::to_string(N) + ", H = " +
                             std::to_string(H) + ")";
-    const T* gates = checked<T>(gates_a, "gates", N, 4 * H, false, "");
-    const T* c = checked<T>(c_a, "c", N, H, false, why);
+    gates = checked<T>(gates_a, "gates", N, 4 * H, false, "");
+    c = checked<T>(c_a, "c", N, H, false, why);
+    return why;
+}
+
+template <class T>
+void forward(const py::array& gates_a, const py::array& c_a, const py::array& h_a, const py::array& cn_a, Isa isa) {
+    index_t N, H;
+    const T *gates, *c;
+    const std::string why = checked_inputs<T>(gates_a, c_a, N, H, gates, c);
     T* h = checked<T>(h_a, "h_out", N, H, true, why);
     T* cn = checked<T>(cn_a, "c_out", N, H, true, why);
     check_no_overlap({span("h_out", h, N * H), span("c_out", cn, N * H)},
@@ -158,11 +167,8 @@ template <class T>
 void backward(const py::array& gates_a, const py::array& c_a, const py::object& dh_o, const py::object& dc_o,
               const py::array& dg_a, const py::object& dcp_o, Isa isa) {
     index_t N, H;
-    gate_dims(gates_a, N, H);
-    const std::string why = " (from gates " + shape_str(gates_a) + ": N = " + std::to_string(N) + ", H = " +
-                            std::to_string(H) + ")";
-    const T* gates = checked<T>(gates_a, "gates", N, 4 * H, false, "");
-    const T* c = checked<T>(c_a, "c", N, H, false, why);
+    const T *gates, *c;
+    const std::string why = checked_inputs<T>(gates_a, c_a, N, H, gates, c);
     // the optional arrays are held here: py::cast to py::array makes a new reference (or raises TypeError)
     py::array dh_arr, dc_arr, dcp_arr;
     const T* dh = nullptr;
