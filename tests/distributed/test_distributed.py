@@ -111,7 +111,8 @@ def test_a_rank_that_hangs_or_leaves_times_out_on_every_waiting_rank(mode, n):
 
 def test_a_rank_that_crashes_ends_the_job_at_once():
     code, out, seconds = run_job(3, "worker_failures.py", "crash", timeout=60)
-    assert code != 0 and "RuntimeError: rank 1 crashed on purpose" in out, out
+    # the traceback's last line is written in pieces, so another rank's line may land inside it: look for both
+    assert code != 0 and "RuntimeError" in out and "rank 1 crashed on purpose" in out, out
     assert seconds < 15, f"the job took {seconds:.1f} s to end (the collective timeout is 300 s); output:\n{out}"
 
 
