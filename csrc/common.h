@@ -55,6 +55,23 @@ inline int max_threads() {
 #endif
 }
 
+// This thread's number and the team's size in the innermost parallel region (0 and 1 outside one, or without
+// OpenMP). A region may get fewer threads than it asked for, so work split by hand uses team_size().
+inline int thread_num() {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+inline int team_size() {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
 // Below this much work (in multiply-adds or element visits) a kernel stays on one thread: starting a
 // parallel region costs a few microseconds, more than small problems take.
 constexpr index_t kParallelGrain = 32 * 1024;

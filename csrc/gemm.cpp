@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <string_view>
 
 #include <unistd.h>
 
@@ -77,8 +78,8 @@ struct Blocking {
 };
 
 template <class T>
-using MacroFn = void (*)(index_t, index_t, index_t, const T*, bool, index_t, index_t, const T*, T*, index_t, index_t, T,
-                         T);
+using MacroFn = void (*)(index_t, index_t, index_t, const T*, bool, index_t, index_t, const T*, index_t, T*, index_t,
+                         index_t, T, T);
 
 template <class T>
 using PackAFn = void (*)(index_t, index_t, const T*, index_t, index_t, T*);
@@ -91,11 +92,15 @@ struct Impl {
     PackAFn<T> pack_a;
     PackBFn<T> pack_b;
     Blocking blk;
+    bool b_in_place_ok;  // the micro-kernel can read B in place with masked loads (AVX2, AVX-512)
 };
 
 // The kernels of one ISA namespace for (T, W, MR, NV).
-#define MT_IMPL(NS, T, W, MR, NV, KC, MC, NC) \
-    Impl<T> { NS::macro_kernel<T, W, MR, NV>, NS::pack_a<T, MR>, NS::pack_b<T, W, NV>, {MR, NV * W, KC, MC, NC} }
+#define MT_IMPL(NS, T, W, MR, NV, KC, MC, NC)                                                                       \
+    Impl<T> {                                                                                                      \
+        NS::macro_kernel<T, W, MR, NV>, NS::pack_a<T, MR>, NS::pack_b<T, W, NV>, {MR, NV * W, KC, MC, NC}, \
+            std::string_view(#NS) != "isa_base"                                                                    \
+    }
 
 template <class T>
 Impl<T> impl_for(Isa isa);
@@ -164,24 +169,36 @@ static bool small_row_major(index_t M, index_t K, const Mat<T>& A) {
 }
 
 // The blocked loops on the calling thread, with buffers from the caller (a batch reuses one workspace).
+// A small row-major B (up to 16 KiB: attention's 16 x 17, 17 x 16) is read in place by the micro-kernel rather than
+// packed for each product: the packing was 15% of a batch of 17 x 16 @ 16 x 17 products.
+template <class T>
+static bool small_b_in_place(index_t K, index_t N, const Mat<T>& B, const Impl<T>& impl) {
+    return impl.b_in_place_ok && B.cs == 1 && B.rs != 0 && K * N * static_cast<index_t>(sizeof(T)) <= 16 * 1024;
+}
+
 template <class T>
 static void gemm_serial(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, T* C, index_t rs_c,
                         index_t cs_c, const Impl<T>& impl, const Blocking& b, Workspace<T>& ws) {
     const bool pack_a_first = N > 2 * b.NR && !small_row_major(M, K, A);
+    const bool b_in_place = small_b_in_place(K, N, B, impl);
     for (index_t jc = 0; jc < N; jc += b.NC) {
         const index_t nc = std::min(b.NC, N - jc);
         for (index_t pc = 0; pc < K; pc += b.KC) {
             const index_t kc = std::min(b.KC, K - pc);
-            impl.pack_b(kc, nc, B.data + pc * B.rs + jc * B.cs, B.rs, B.cs, ws.b.ptr, 0, (nc + b.NR - 1) / b.NR);
+            const T* Bblk = B.data + pc * B.rs + jc * B.cs;
+            if (!b_in_place) impl.pack_b(kc, nc, Bblk, B.rs, B.cs, ws.b.ptr, 0, (nc + b.NR - 1) / b.NR);
+            const T* bsrc = b_in_place ? Bblk : ws.b.ptr;
+            const index_t b_rs = b_in_place ? B.rs : 0;
             for (index_t ic = 0; ic < M; ic += b.MC) {
                 const index_t mc = std::min(b.MC, M - ic);
                 const T* Ablk = A.data + ic * A.rs + pc * A.cs;
                 const T beta_k = pc == 0 ? beta : T(1);
+                T* Cblk = C + ic * rs_c + jc * cs_c;
                 if (pack_a_first) {
                     impl.pack_a(mc, kc, Ablk, A.rs, A.cs, ws.a.ptr);
-                    impl.macro(mc, nc, kc, ws.a.ptr, true, 0, 0, ws.b.ptr, C + ic * rs_c + jc * cs_c, rs_c, cs_c, alpha, beta_k);
+                    impl.macro(mc, nc, kc, ws.a.ptr, true, 0, 0, bsrc, b_rs, Cblk, rs_c, cs_c, alpha, beta_k);
                 } else {
-                    impl.macro(mc, nc, kc, Ablk, false, A.rs, A.cs, ws.b.ptr, C + ic * rs_c + jc * cs_c, rs_c, cs_c, alpha, beta_k);
+                    impl.macro(mc, nc, kc, Ablk, false, A.rs, A.cs, bsrc, b_rs, Cblk, rs_c, cs_c, alpha, beta_k);
                 }
             }
         }
@@ -205,24 +222,28 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
         gemm_serial(M, N, K, alpha, A, B, beta, C, rs_c, cs_c, impl, b, ws);
         return;
     }
-    // Row blocks of equal size, their count a multiple of the thread count, so no thread idles: M = 1024
-    // with MC = 480 would give blocks of 480, 480, 64 (one thread doing 960 rows); this gives 4 x 256.
-    index_t m_blocks = (M + b.MC - 1) / b.MC;
-    if (m_blocks * b.MC >= static_cast<index_t>(nt) * b.MR * 8) {
-        m_blocks = (m_blocks + nt - 1) / nt * nt;
-        b.MC = round_up((M + m_blocks - 1) / m_blocks, b.MR);
-        m_blocks = (M + b.MC - 1) / b.MC;
-    }
+    // Enough rows: each thread owns a contiguous range of whole MR slivers (sizes differ by at most one sliver),
+    // cut into equal blocks of at most MC rows, and packs its own A blocks (or reads a small A in place).
+    // Blocks of one size for all threads (M = 1024, MC = 174: 522 rows for one thread, 502 for the other) left
+    // one thread idling at each barrier. Few rows: A is packed once, and the threads split the B slivers.
+    const index_t m_slivers = (M + b.MR - 1) / b.MR;
+    const bool split_rows = m_slivers >= static_cast<index_t>(nt) * 8;
+    const index_t rows_max = split_rows ? (m_slivers + nt - 1) / nt * b.MR : M;
+    const index_t blocks_per_thread = (rows_max + b.MC - 1) / b.MC;
+    b.MC = round_up((rows_max + blocks_per_thread - 1) / blocks_per_thread, b.MR);
     const index_t nc_max = std::min(b.NC, round_up(N, b.NR));
     const index_t mc_max = std::min(b.MC, round_up(M, b.MR));
     const bool a_in_place = small_row_major(M, K, A);
     Scratch<T> bp(b.KC * nc_max);
-    Scratch<T> shared_a(m_blocks < nt && !a_in_place ? b.KC * mc_max : 0);
+    Scratch<T> shared_a(!split_rows && !a_in_place ? b.KC * mc_max : 0);
 
 #pragma omp parallel num_threads(nt)
     {
         const FlushSubnormals ftz;
-        Scratch<T> ap(m_blocks >= nt && !a_in_place ? b.KC * mc_max : 0);
+        Scratch<T> ap(split_rows && !a_in_place ? b.KC * mc_max : 0);
+        const index_t t = thread_num(), team = team_size();
+        const index_t row0 = std::min(M, m_slivers * t / team * b.MR);
+        const index_t row1 = std::min(M, m_slivers * (t + 1) / team * b.MR);
         for (index_t jc = 0; jc < N; jc += b.NC) {
             const index_t nc = std::min(b.NC, N - jc);
             const index_t slivers = (nc + b.NR - 1) / b.NR;
@@ -230,24 +251,22 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
                 const index_t kc = std::min(b.KC, K - pc);
                 const T beta_k = pc == 0 ? beta : T(1);
                 const T* Bblk = B.data + pc * B.rs + jc * B.cs;
-#pragma omp for schedule(static)
-                for (index_t s = 0; s < slivers; ++s) impl.pack_b(kc, nc, Bblk, B.rs, B.cs, bp.ptr, s, s + 1);
-                if (m_blocks >= nt) {
-                    // enough row blocks: each thread packs its own A blocks (or reads a small A in place) and
-                    // runs them over all of B
-#pragma omp for schedule(static)
-                    for (index_t blk = 0; blk < m_blocks; ++blk) {
-                        const index_t ic = blk * b.MC;
-                        const index_t mc = std::min(b.MC, M - ic);
+                impl.pack_b(kc, nc, Bblk, B.rs, B.cs, bp.ptr, slivers * t / team, slivers * (t + 1) / team);
+#pragma omp barrier
+                if (split_rows) {
+                    for (index_t ic = row0; ic < row1; ic += b.MC) {
+                        const index_t mc = std::min(b.MC, row1 - ic);
                         const T* Ablk = A.data + ic * A.rs + pc * A.cs;
                         T* Cblk = C + ic * rs_c + jc * cs_c;
                         if (a_in_place) {
-                            impl.macro(mc, nc, kc, Ablk, false, A.rs, A.cs, bp.ptr, Cblk, rs_c, cs_c, alpha, beta_k);
+                            impl.macro(mc, nc, kc, Ablk, false, A.rs, A.cs, bp.ptr, 0, Cblk, rs_c, cs_c, alpha, beta_k);
                         } else {
                             impl.pack_a(mc, kc, Ablk, A.rs, A.cs, ap.ptr);
-                            impl.macro(mc, nc, kc, ap.ptr, true, 0, 0, bp.ptr, Cblk, rs_c, cs_c, alpha, beta_k);
+                            impl.macro(mc, nc, kc, ap.ptr, true, 0, 0, bp.ptr, 0, Cblk, rs_c, cs_c, alpha, beta_k);
                         }
                     }
+#pragma omp barrier
+                    // (B is repacked next: every thread must be done with it)
                 } else {
                     // one row block (small M): pack A once (or read it in place), split the B slivers between threads
                     for (index_t ic = 0; ic < M; ic += b.MC) {
@@ -262,10 +281,10 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
                             const index_t j0 = s * b.NR;
                             const index_t n = std::min<index_t>(b.NR, nc - j0);
                             if (a_in_place)
-                                impl.macro(mc, n, kc, Ablk, false, A.rs, A.cs, bp.ptr + j0 * kc,
+                                impl.macro(mc, n, kc, Ablk, false, A.rs, A.cs, bp.ptr + j0 * kc, 0,
                                            C + ic * rs_c + (jc + j0) * cs_c, rs_c, cs_c, alpha, beta_k);
                             else
-                                impl.macro(mc, n, kc, shared_a.ptr, true, 0, 0, bp.ptr + j0 * kc,
+                                impl.macro(mc, n, kc, shared_a.ptr, true, 0, 0, bp.ptr + j0 * kc, 0,
                                            C + ic * rs_c + (jc + j0) * cs_c, rs_c, cs_c, alpha, beta_k);
                         }
                     }

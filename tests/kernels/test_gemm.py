@@ -136,3 +136,53 @@ def test_gemm_with_empty_output_writes_nothing(C):
     from minitensor.backend import native
 
     assert native.matmul(np.ones((0, 3)), np.ones((3, 4))).shape == (0, 4)
+
+
+GUARD_CHILD = r"""
+import ctypes, mmap, sys
+import numpy as np
+from minitensor import _C
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+PAGE = mmap.PAGESIZE
+
+
+def before_guard(shape, dtype, rng):
+    # an array whose last byte is the last byte before an unmapped page: reading one element past it faults
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    pages = (nbytes + PAGE - 1) // PAGE + 1
+    base = libc.mmap(None, pages * PAGE, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    assert libc.mprotect(base + (pages - 1) * PAGE, PAGE, 0) == 0  # PROT_NONE
+    start = base + (pages - 1) * PAGE - nbytes
+    buf = (ctypes.c_char * nbytes).from_address(start)
+    out = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    out[...] = rng.standard_normal(shape)
+    return out
+
+
+rng = np.random.default_rng(0)
+for isa in _C.info()["isa_supported"]:
+    for dtype in (np.float32, np.float64):
+        for batch, m, k, n in [((), 17, 16, 17), ((), 5, 3, 1), ((), 33, 7, 19), ((), 6, 16, 33), ((4,), 17, 16, 17),
+                               ((), 13, 64, 63), ((), 129, 40, 47)]:
+            a = before_guard(batch + (m, k), dtype, rng)
+            b = before_guard(batch + (k, n), dtype, rng)
+            c = np.empty(batch + (m, n), dtype)
+            _C.gemm(a, b, c, isa=isa)
+            np.testing.assert_allclose(c, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-4, atol=1e-4)
+print("ok")
+"""
+
+
+def test_gemm_reads_nothing_past_its_operands(C):
+    # A and B each end right before an unmapped page, in the shapes where the kernel reads them in place (small
+    # row-major products: B with masked loads for its last columns): one element read past either would crash.
+    # A child process, so a crash is a failed test rather than a dead test run.
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", GUARD_CHILD], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stdout, done.stderr[-2000:])
