@@ -1,4 +1,5 @@
-// Elementwise kernels whose numpy versions are slow: erf, and GELU forward/backward (erf or tanh form).
+// Elementwise kernels whose numpy versions are slow: erf, GELU forward/backward (erf or tanh form), and the add of
+// two big arrays of one shape (numpy's runs on one thread; residual streams and gradient sums are memory-bound).
 //
 //   gelu(x)  = x * Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2;   gelu'(x) = Phi(x) + x * exp(-x^2 / 2) / sqrt(2 pi)
 //   tanh form: gelu(x) = x/2 (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
@@ -93,7 +94,28 @@ static void gelu_entry(const py::array& x_in, const py::object& g_in, const py::
     }
 }
 
+// out = a + b for two arrays of one shape; a thread per range (memory-bound: the second core's bandwidth)
+template <class T>
+static void add_entry(const py::array& a_in, const py::array& b_in, const py::array& out_arr) {
+    auto a = contiguous_input<T>(a_in, "add", "a");
+    auto b = contiguous_input<T>(b_in, "add", "b");
+    const std::vector<index_t> shape(a.shape(), a.shape() + a.ndim());
+    if (std::vector<index_t>(b.shape(), b.shape() + b.ndim()) != shape)
+        value_error("add: a " + shape_str(a) + " and b " + shape_str(b) + " must have the same shape");
+    T* out = output_buffer<T>(out_arr, shape, "add", "out");
+    const T* ap = a.data();
+    const T* bp = b.data();
+    const index_t n = a.size();
+    py::gil_scoped_release release;
+#pragma omp parallel for schedule(static) if (n >= 4 * kParallelGrain && max_threads() > 1)
+    for (index_t i = 0; i < n; ++i) out[i] = ap[i] + bp[i];
+}
+
 void register_elementwise(py::module_& m) {
+    m.def("add", [](const py::array& a, const py::array& b, const py::array& out) {
+        if (float_kind(a, "add", "a") == 0) add_entry<float>(a, b, out);
+        else add_entry<double>(a, b, out);
+    }, py::arg("a"), py::arg("b"), py::arg("out"), "out = a + b for two arrays of one shape, on all threads.");
     m.def("erf", [](const py::array& x, const py::array& out) {
         if (float_kind(x, "erf", "x") == 0) elementwise<float>(x, out, "erf", [](float v, index_t) { return std::erf(v); });
         else elementwise<double>(x, out, "erf", [](double v, index_t) { return std::erf(v); });

@@ -79,7 +79,7 @@ struct Blocking {
 
 template <class T>
 using MacroFn = void (*)(index_t, index_t, index_t, const T*, bool, index_t, index_t, const T*, index_t, T*, index_t,
-                         index_t, T, T);
+                         index_t, T, T, const T*);
 
 template <class T>
 using PackAFn = void (*)(index_t, index_t, const T*, index_t, index_t, T*);
@@ -140,12 +140,13 @@ Impl<double> impl_for<double>(Isa isa) {
     return MT_IMPL(isa_base, double, 2, 4, 2, 256, 64, 4096);
 }
 
+// C = beta * C (+ bias): the whole product when K == 0 or alpha == 0
 template <class T>
-static void scale_c(index_t M, index_t N, T beta, T* C, index_t rs_c, index_t cs_c) {
+static void scale_c(index_t M, index_t N, T beta, T* C, index_t rs_c, index_t cs_c, const T* bias) {
     for (index_t i = 0; i < M; ++i)
         for (index_t j = 0; j < N; ++j) {
             T* p = C + i * rs_c + j * cs_c;
-            *p = beta == T(0) ? T(0) : beta * *p;
+            *p = (beta == T(0) ? T(0) : beta * *p) + (bias ? bias[j] : T(0));
         }
 }
 
@@ -178,7 +179,7 @@ static bool small_b_in_place(index_t K, index_t N, const Mat<T>& B, const Impl<T
 
 template <class T>
 static void gemm_serial(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, T* C, index_t rs_c,
-                        index_t cs_c, const Impl<T>& impl, const Blocking& b, Workspace<T>& ws) {
+                        index_t cs_c, const Impl<T>& impl, const Blocking& b, Workspace<T>& ws, const T* bias) {
     const bool pack_a_first = N > 2 * b.NR && !small_row_major(M, K, A);
     const bool b_in_place = small_b_in_place(K, N, B, impl);
     for (index_t jc = 0; jc < N; jc += b.NC) {
@@ -193,12 +194,13 @@ static void gemm_serial(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<
                 const index_t mc = std::min(b.MC, M - ic);
                 const T* Ablk = A.data + ic * A.rs + pc * A.cs;
                 const T beta_k = pc == 0 ? beta : T(1);
+                const T* bias_k = pc == 0 && bias ? bias + jc : nullptr;  // added once, with the first k block
                 T* Cblk = C + ic * rs_c + jc * cs_c;
                 if (pack_a_first) {
                     impl.pack_a(mc, kc, Ablk, A.rs, A.cs, ws.a.ptr);
-                    impl.macro(mc, nc, kc, ws.a.ptr, true, 0, 0, bsrc, b_rs, Cblk, rs_c, cs_c, alpha, beta_k);
+                    impl.macro(mc, nc, kc, ws.a.ptr, true, 0, 0, bsrc, b_rs, Cblk, rs_c, cs_c, alpha, beta_k, bias_k);
                 } else {
-                    impl.macro(mc, nc, kc, Ablk, false, A.rs, A.cs, bsrc, b_rs, Cblk, rs_c, cs_c, alpha, beta_k);
+                    impl.macro(mc, nc, kc, Ablk, false, A.rs, A.cs, bsrc, b_rs, Cblk, rs_c, cs_c, alpha, beta_k, bias_k);
                 }
             }
         }
@@ -207,10 +209,10 @@ static void gemm_serial(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<
 
 template <class T>
 void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, T* C, index_t rs_c, index_t cs_c,
-          int threads, Isa isa) {
+          int threads, Isa isa, const T* bias) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == T(0)) {
-        scale_c(M, N, beta, C, rs_c, cs_c);
+        scale_c(M, N, beta, C, rs_c, cs_c, bias);
         return;
     }
     const Impl<T> impl = impl_for<T>(isa);
@@ -219,8 +221,35 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
     if (nt == 1) {  // no parallel region at all: small problems do not pay for thread start-up
         const FlushSubnormals ftz;
         Workspace<T> ws(b, M, N);
-        gemm_serial(M, N, K, alpha, A, B, beta, C, rs_c, cs_c, impl, b, ws);
+        gemm_serial(M, N, K, alpha, A, B, beta, C, rs_c, cs_c, impl, b, ws, bias);
         return;
+    }
+    // A long K and a small C (a weight gradient: 128 x 4160 x 128): the shared B panel would be repacked for every
+    // K block behind two barriers while each thread has little to do per block. Instead each thread computes its
+    // own columns (or rows) of C from start to end, packing what it needs itself, with no barrier at all.
+    if (K >= 4 * std::max(M, N)) {
+        const bool by_cols = N >= M;
+        const index_t unit = by_cols ? b.NR : b.MR;
+        const index_t units = ((by_cols ? N : M) + unit - 1) / unit;
+        if (units >= nt) {
+#pragma omp parallel num_threads(nt)
+            {
+                const FlushSubnormals ftz;
+                const index_t t = thread_num(), team = team_size();
+                const index_t lo = std::min(by_cols ? N : M, units * t / team * unit);
+                const index_t hi = std::min(by_cols ? N : M, units * (t + 1) / team * unit);
+                if (hi > lo) {
+                    Workspace<T> ws(b, by_cols ? M : hi - lo, by_cols ? hi - lo : N);
+                    if (by_cols)
+                        gemm_serial(M, hi - lo, K, alpha, A, {B.data + lo * B.cs, B.rs, B.cs}, beta, C + lo * cs_c, rs_c,
+                                    cs_c, impl, b, ws, bias ? bias + lo : nullptr);
+                    else
+                        gemm_serial(hi - lo, N, K, alpha, {A.data + lo * A.rs, A.rs, A.cs}, B, beta, C + lo * rs_c, rs_c,
+                                    cs_c, impl, b, ws, bias);
+                }
+            }
+            return;
+        }
     }
     // Enough rows: each thread owns a contiguous range of whole MR slivers (sizes differ by at most one sliver),
     // cut into equal blocks of at most MC rows, and packs its own A blocks (or reads a small A in place).
@@ -250,6 +279,7 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
             for (index_t pc = 0; pc < K; pc += b.KC) {
                 const index_t kc = std::min(b.KC, K - pc);
                 const T beta_k = pc == 0 ? beta : T(1);
+                const T* bias_k = pc == 0 && bias ? bias + jc : nullptr;
                 const T* Bblk = B.data + pc * B.rs + jc * B.cs;
                 impl.pack_b(kc, nc, Bblk, B.rs, B.cs, bp.ptr, slivers * t / team, slivers * (t + 1) / team);
 #pragma omp barrier
@@ -259,10 +289,10 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
                         const T* Ablk = A.data + ic * A.rs + pc * A.cs;
                         T* Cblk = C + ic * rs_c + jc * cs_c;
                         if (a_in_place) {
-                            impl.macro(mc, nc, kc, Ablk, false, A.rs, A.cs, bp.ptr, 0, Cblk, rs_c, cs_c, alpha, beta_k);
+                            impl.macro(mc, nc, kc, Ablk, false, A.rs, A.cs, bp.ptr, 0, Cblk, rs_c, cs_c, alpha, beta_k, bias_k);
                         } else {
                             impl.pack_a(mc, kc, Ablk, A.rs, A.cs, ap.ptr);
-                            impl.macro(mc, nc, kc, ap.ptr, true, 0, 0, bp.ptr, 0, Cblk, rs_c, cs_c, alpha, beta_k);
+                            impl.macro(mc, nc, kc, ap.ptr, true, 0, 0, bp.ptr, 0, Cblk, rs_c, cs_c, alpha, beta_k, bias_k);
                         }
                     }
 #pragma omp barrier
@@ -282,10 +312,12 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
                             const index_t n = std::min<index_t>(b.NR, nc - j0);
                             if (a_in_place)
                                 impl.macro(mc, n, kc, Ablk, false, A.rs, A.cs, bp.ptr + j0 * kc, 0,
-                                           C + ic * rs_c + (jc + j0) * cs_c, rs_c, cs_c, alpha, beta_k);
+                                           C + ic * rs_c + (jc + j0) * cs_c, rs_c, cs_c, alpha, beta_k,
+                                           bias_k ? bias_k + j0 : nullptr);
                             else
                                 impl.macro(mc, n, kc, shared_a.ptr, true, 0, 0, bp.ptr + j0 * kc, 0,
-                                           C + ic * rs_c + (jc + j0) * cs_c, rs_c, cs_c, alpha, beta_k);
+                                           C + ic * rs_c + (jc + j0) * cs_c, rs_c, cs_c, alpha, beta_k,
+                                           bias_k ? bias_k + j0 : nullptr);
                         }
                     }
                 }
@@ -295,16 +327,17 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
 }
 
 template void gemm<float>(index_t, index_t, index_t, float, Mat<float>, Mat<float>, float, float*, index_t, index_t, int,
-                          Isa);
+                          Isa, const float*);
 template void gemm<double>(index_t, index_t, index_t, double, Mat<double>, Mat<double>, double, double*, index_t,
-                           index_t, int, Isa);
+                           index_t, int, Isa, const double*);
 
 // ---------------------------------------------------------------------------------------------- batched
 // C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] over any number of batch dims (broadcast batch dims have
 // stride 0 in A or B). Many small products (attention: (B*H, S, D) @ (B*H, D, S)) run one per thread;
 // few big ones run one after another, each using all threads.
 template <class T>
-static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, bool ta, bool tb, T alpha, T beta, Isa isa) {
+static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, bool ta, bool tb, T alpha, T beta, Isa isa,
+                         const T* bias) {
     const index_t nd = c.ndim();
     const index_t M = c.shape[nd - 2], N = c.shape[nd - 1];
     const index_t K = ta ? a.shape[nd - 2] : a.shape[nd - 1];
@@ -335,7 +368,7 @@ static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, b
             index_t oa, ob, oc;
             offsets(i, oa, ob, oc);
             gemm<T>(M, N, K, alpha, {a.data + oa, A0.rs, A0.cs}, {b.data + ob, B0.rs, B0.cs}, beta, c.data + oc,
-                    c.strides[nd - 2], c.strides[nd - 1], threads, isa);
+                    c.strides[nd - 2], c.strides[nd - 1], threads, isa, bias);
         }
         return;
     }
@@ -345,7 +378,7 @@ static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, b
         for (index_t i = 0; i < batch; ++i) {
             index_t oa, ob, oc;
             offsets(i, oa, ob, oc);
-            scale_c(M, N, beta, c.data + oc, c.strides[nd - 2], c.strides[nd - 1]);
+            scale_c(M, N, beta, c.data + oc, c.strides[nd - 2], c.strides[nd - 1], bias);
         }
         return;
     }
@@ -358,7 +391,7 @@ static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, b
             index_t oa, ob, oc;
             offsets(i, oa, ob, oc);
             gemm_serial<T>(M, N, K, alpha, {a.data + oa, A0.rs, A0.cs}, {b.data + ob, B0.rs, B0.cs}, beta,
-                           c.data + oc, c.strides[nd - 2], c.strides[nd - 1], impl, impl.blk, ws);
+                           c.data + oc, c.strides[nd - 2], c.strides[nd - 1], impl, impl.blk, ws, bias);
         }
     }
 }
@@ -379,7 +412,7 @@ Isa parse_isa(const py::object& isa, const char* op) {
 
 template <class T>
 static void gemm_entry(const py::array& a, const py::array& b, const py::array& c, bool ta, bool tb, double alpha,
-                       double beta, Isa isa) {
+                       double beta, Isa isa, const py::object& bias) {
     View<T> va = view_of<T>(a, "gemm", "a", false), vb = view_of<T>(b, "gemm", "b", false);
     View<T> vc = view_of<T>(c, "gemm", "c", true);
     const index_t nd = vc.ndim();
@@ -398,8 +431,16 @@ static void gemm_entry(const py::array& a, const py::array& b, const py::array& 
     if (vc.size() == 0) return;  // nothing to write (and numpy gives empty arrays arbitrary strides)
     for (index_t d = 0; d < nd; ++d)
         if (vc.shape[d] > 1 && vc.strides[d] == 0) value_error("gemm: c must not have broadcast (zero-stride) dims");
+    const T* bias_ptr = nullptr;
+    if (!bias.is_none()) {
+        const View<T> vbias = view_of<T>(py::cast<py::array>(bias), "gemm", "bias", false);
+        if (vbias.ndim() != 1 || vbias.shape[0] != N || !vbias.contiguous())
+            value_error("gemm: bias must be a contiguous 1-D array of " + std::to_string(N) + " elements (c's last dim), got " +
+                        shape_str(py::cast<py::array>(bias)));
+        bias_ptr = vbias.data;
+    }
     py::gil_scoped_release release;
-    gemm_batched<T>(va, vb, vc, ta, tb, static_cast<T>(alpha), static_cast<T>(beta), isa);
+    gemm_batched<T>(va, vb, vc, ta, tb, static_cast<T>(alpha), static_cast<T>(beta), isa, bias_ptr);
 }
 
 // Peak FLOP/s of this machine for one ISA and dtype, measured with fma_probe on `threads` threads.
@@ -436,16 +477,17 @@ void register_gemm(py::module_& m) {
     m.def(
         "gemm",
         [](const py::array& a, const py::array& b, const py::array& c, bool trans_a, bool trans_b, double alpha,
-           double beta, const py::object& isa) {
+           double beta, const py::object& isa, const py::object& bias) {
             const Isa chosen = parse_isa(isa);
             const int kind = float_kind(c, "gemm", "c");
-            if (kind == 0) gemm_entry<float>(a, b, c, trans_a, trans_b, alpha, beta, chosen);
-            else gemm_entry<double>(a, b, c, trans_a, trans_b, alpha, beta, chosen);
+            if (kind == 0) gemm_entry<float>(a, b, c, trans_a, trans_b, alpha, beta, chosen, bias);
+            else gemm_entry<double>(a, b, c, trans_a, trans_b, alpha, beta, chosen, bias);
         },
         py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false, py::arg("trans_b") = false,
-        py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("isa") = py::none(),
-        "c[...] = alpha * op(a[...]) @ op(b[...]) + beta * c[...] over equal batch dims; op = transpose when "
-        "trans_a / trans_b. a and b may have any strides (0 for broadcast batch dims); c is written in place.");
+        py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("isa") = py::none(), py::arg("bias") = py::none(),
+        "c[...] = alpha * op(a[...]) @ op(b[...]) + beta * c[...] (+ bias) over equal batch dims; op = transpose when "
+        "trans_a / trans_b. a and b may have any strides (0 for broadcast batch dims); c is written in place. bias, "
+        "if given, is a contiguous 1-D array of c's last dim and dtype, added to every row as c is stored.");
 }
 
 }  // namespace mt

@@ -110,10 +110,12 @@ MT_ALWAYS_INLINE void store_first(T* p, V v, index_t count) {
 // B is a packed sliver (B_IN_PLACE false: row k at b + k * NR, zero-padded) or, for small products, B itself
 // (row k at b + k * b_rs, n <= NR columns): its vectors past column n are loaded masked (masked_load), so
 // nothing past B's last column is read and no per-product packing is paid.
+//
+// bias (nullptr: none) holds n values added to every row of the tile as it is stored: Linear's bias, fused.
 template <class T, int W, int MR, int NV, bool B_IN_PLACE>
 MT_ALWAYS_INLINE void micro_kernel(index_t kc, const T* __restrict a, index_t a_rs, index_t a_cs,
                                    const T* __restrict b, index_t b_rs, T* c, index_t rs_c, index_t cs_c, index_t m,
-                                   index_t n, T alpha, T beta) {
+                                   index_t n, T alpha, T beta, const T* __restrict bias) {
     typedef typename VecT<T, W>::type V;
     constexpr int NR = NV * W;
     [[maybe_unused]] MaskT<T, W> bmask[NV];
@@ -153,14 +155,18 @@ MT_ALWAYS_INLINE void micro_kernel(index_t kc, const T* __restrict a, index_t a_
             for (int j = 0; j < NV; ++j) acc[i][j] += ai * bv[j];
         }
     }
-    if (cs_c == 1) {  // row-major C: whole vectors stored as vectors (all of them in a full tile), the rest lane by lane
+    if (cs_c == 1) {  // row-major C: whole vectors stored as vectors (all of them in a full tile), the rest masked
+        V bias_v[NV] = {};
+        if (bias)
+#pragma GCC unroll 4
+            for (int j = 0; j < NV; ++j) bias_v[j] = load_first<T, V>(bias + j * W, std::clamp<index_t>(n - j * W, 0, W));
 #pragma GCC unroll 16
         for (int i = 0; i < MR; ++i) {
             if (i >= m) break;
 #pragma GCC unroll 4
             for (int j = 0; j < NV; ++j) {
                 T* p = c + i * rs_c + j * W;
-                V out = acc[i][j] * alpha;
+                V out = acc[i][j] * alpha + bias_v[j];
                 if ((j + 1) * W <= n) {
                     if (beta != T(0)) {  // beta == 0 must not read C (it may hold garbage, even NaN)
                         V old;
@@ -184,7 +190,8 @@ MT_ALWAYS_INLINE void micro_kernel(index_t kc, const T* __restrict a, index_t a_
     for (index_t i = 0; i < m; ++i)
         for (index_t j = 0; j < n; ++j) {
             T* p = c + i * rs_c + j * cs_c;
-            *p = beta != T(0) ? alpha * tile[i * NR + j] + beta * *p : alpha * tile[i * NR + j];
+            const T v = alpha * tile[i * NR + j] + (bias ? bias[j] : T(0));
+            *p = beta != T(0) ? v + beta * *p : v;
         }
 }
 
@@ -195,6 +202,20 @@ MT_ALWAYS_INLINE void micro_kernel(index_t kc, const T* __restrict a, index_t a_
 // The loop order follows A's layout so the source is read contiguously: row-major A row by row.
 template <class T, int MR>
 void pack_a(index_t mc, index_t kc, const T* A, index_t rs, index_t cs, T* Ap) {
+    if (rs == 1 && cs != 1) {  // column-major A (a transposed operand, dW = gᵀ x): column k is contiguous, read
+        const index_t full = mc / MR * MR;  // it whole, MR values into each sliver
+        for (index_t k = 0; k < kc; ++k) {
+            const T* col = A + k * cs;
+            for (index_t s = 0; s < full; s += MR) std::memcpy(Ap + s * kc + k * MR, col + s, MR * sizeof(T));
+            if (full < mc) {
+                T* out = Ap + full * kc + k * MR;
+                index_t i = 0;
+                for (; i < mc - full; ++i) out[i] = col[full + i];
+                for (; i < MR; ++i) out[i] = T(0);
+            }
+        }
+        return;
+    }
     for (index_t s = 0; s < mc; s += MR) {
         const index_t rows = std::min<index_t>(MR, mc - s);
         T* out = Ap + s * kc;
@@ -274,13 +295,13 @@ void pack_b(index_t kc, index_t nc, const T* B, index_t rs, index_t cs, T* Bp, i
     }
 }
 
-// C[mc x nc] (+)= alpha * A @ B over one block. B is either packed (b_rs == 0: ceil(nc/NR) slivers of kc x NR) or,
+// C[mc x nc] (+)= alpha * A @ B (+ bias, one value per column) over one block. B is either packed (b_rs == 0: ceil(nc/NR) slivers of kc x NR) or,
 // for a small product, read in place (row stride b_rs, unit column stride); A is either packed (ceil(mc/MR)
 // slivers of MR x kc) or, when !packed, read in place with strides (a_rs, a_cs). Loop order (jr outer, ir inner)
 // keeps one B sliver in L1 while the A slivers stream from L2, as in BLIS.
 template <class T, int W, int MR, int NV>
 void macro_kernel(index_t mc, index_t nc, index_t kc, const T* A, bool packed, index_t a_rs, index_t a_cs,
-                  const T* B, index_t b_rs, T* C, index_t rs_c, index_t cs_c, T alpha, T beta) {
+                  const T* B, index_t b_rs, T* C, index_t rs_c, index_t cs_c, T alpha, T beta, const T* bias) {
     constexpr int NR = NV * W;
     for (index_t jr = 0; jr < nc; jr += NR) {
         const index_t n = std::min<index_t>(NR, nc - jr);
@@ -290,10 +311,12 @@ void macro_kernel(index_t mc, index_t nc, index_t kc, const T* A, bool packed, i
             const T* a = packed ? A + (ir / MR) * MR * kc : A + ir * a_rs;
             if (b_rs)
                 micro_kernel<T, W, MR, NV, true>(kc, a, packed ? 1 : a_rs, packed ? MR : a_cs, b, b_rs,
-                                                 C + ir * rs_c + jr * cs_c, rs_c, cs_c, m, n, alpha, beta);
+                                                 C + ir * rs_c + jr * cs_c, rs_c, cs_c, m, n, alpha, beta,
+                                                 bias ? bias + jr : nullptr);
             else
                 micro_kernel<T, W, MR, NV, false>(kc, a, packed ? 1 : a_rs, packed ? MR : a_cs, b, 0,
-                                                  C + ir * rs_c + jr * cs_c, rs_c, cs_c, m, n, alpha, beta);
+                                                  C + ir * rs_c + jr * cs_c, rs_c, cs_c, m, n, alpha, beta,
+                                                 bias ? bias + jr : nullptr);
         }
     }
 }

@@ -29,16 +29,29 @@ def _float(*arrays):
     return dt in _FLOATS and all(a is None or a.dtype == dt for a in arrays)
 
 
+def add(a, b):
+    """a + b; two big C-contiguous float arrays of one shape (residual streams, gradient sums) are added on all
+    threads, anything else by numpy (broadcasting, small arrays: a parallel region costs more than it saves)."""
+    if (a.shape == b.shape and a.size >= _PARALLEL_ADD and a.dtype == b.dtype and a.dtype in _FLOATS
+            and a.flags.c_contiguous and b.flags.c_contiguous and a.flags.aligned and b.flags.aligned):
+        out = np.empty(a.shape, dtype=a.dtype)
+        _C.add(a, b, out)
+        return out
+    return a + b
+
+
+_PARALLEL_ADD = 1 << 14  # elements: from here on the kernel beats numpy (measured, 1 and 2 threads)
+
+
 def linear(x, w, b):
-    """x @ wᵀ + b with the bias written into the output first and the GEMM accumulating onto it (beta = 1): one
-    pass over the output instead of a product and then an add. The batch dims fold into the GEMM's rows."""
-    if not _float(x, w, b) or x.ndim == 0 or w.ndim != 2:
+    """x @ wᵀ + b, the bias added by the GEMM as it stores each tile of the output (a fused epilogue): one pass
+    over the output, on every thread. The batch dims fold into the GEMM's rows."""
+    if not _float(x, w, b) or x.ndim == 0 or w.ndim != 2 or (b is not None and b.ndim != 1):
         return numpy_ref.linear(x, w, b)
     n = w.shape[0]
     out = np.empty(x.shape[:-1] + (n,), dtype=x.dtype)
-    out2 = out.reshape(-1, n)
-    out2[...] = b
-    _C.gemm(_readable(x.reshape(-1, x.shape[-1])), _readable(w).T, out2, beta=1.0)
+    bias = None if b is None else np.ascontiguousarray(b)
+    _C.gemm(_readable(x.reshape(-1, x.shape[-1])), _readable(w).T, out.reshape(-1, n), bias=bias)
     return out
 
 

@@ -75,6 +75,53 @@ def test_gemm_alpha_beta(C, alpha, beta, dtype):
     np.testing.assert_allclose(out.array, expected, rtol=rtol_for(dtype, 300) * 10, atol=rtol_for(dtype, 300) * 30)
 
 
+@given(m=sizes, n=sizes, k=st.sampled_from([0, 1, 16, 64, 300]), dtype=st.sampled_from([np.float32, np.float64]),
+       tb=st.booleans(), beta=st.sampled_from([0.0, 1.0]), gap=st.sampled_from([0, 3]),
+       c_layout=st.sampled_from(["rows", "columns"]), batch=st.sampled_from([(), (3,)]),
+       isa=st.sampled_from(supported_isas()), threads=st.sampled_from([1, 2]))
+@example(m=241, n=129, k=300, dtype=np.float32, tb=True, beta=0.0, gap=0, c_layout="rows", batch=(), isa="avx512",
+         threads=2)  # a parallel product whose bias must be added once, with the first k block only
+@settings(max_examples=60)
+def test_gemm_bias_epilogue(C, m, n, k, dtype, tb, beta, gap, c_layout, batch, isa, threads):
+    # c = a @ op(b) + beta * c + bias: the bias added to every row as the tiles are stored (Linear's forward),
+    # on every ISA, with row-major or transposed (strided) C, edge tiles and K = 0
+    if isa not in supported_isas():
+        isa = supported_isas()[-1]
+    rng = np.random.default_rng(m * 7 + n * 3 + k)
+    a = rng.standard_normal(batch + (m, k)).astype(dtype)
+    b = rng.standard_normal(batch + ((n, k) if tb else (k, n))).astype(dtype)
+    bias = rng.standard_normal(n).astype(dtype)
+    c0 = rng.standard_normal(batch + (m, n)).astype(dtype)
+    if c_layout == "rows":
+        out = Canaried(batch + (m, n), dtype, gap=gap)
+        c = out.array
+    else:  # C transposed in memory: the micro-kernel's element-by-element store
+        out = Canaried(batch + (n, m), dtype, gap=gap)
+        c = np.swapaxes(out.array, -1, -2)
+    c[...] = c0
+    previous = C.get_num_threads()
+    C.set_num_threads(threads)
+    try:
+        C.gemm(a, b, c, trans_b=tb, beta=beta, bias=bias, isa=isa)
+    finally:
+        C.set_num_threads(previous)
+    out.check()
+    expected = reference(a, b, False, tb) + beta * c0.astype(np.float64) + bias
+    tol = rtol_for(dtype, k + 2) * (np.abs(reference(np.abs(a), np.abs(b), False, tb)) + np.abs(c0) + np.abs(bias))
+    assert (np.abs(c - expected) <= tol + 1e-30).all()
+
+
+def test_gemm_bias_must_match_c(C):
+    a, b = np.ones((3, 4), np.float32), np.ones((4, 5), np.float32)
+    c = np.empty((3, 5), np.float32)
+    with pytest.raises(ValueError, match=r"gemm: bias must be a contiguous 1-D array of 5 elements.*got \(4,\)"):
+        C.gemm(a, b, c, bias=np.ones(4, np.float32))
+    with pytest.raises(ValueError, match=r"gemm: bias must be a contiguous 1-D array"):
+        C.gemm(a, b, c, bias=np.ones(10, np.float32)[::2])
+    with pytest.raises(TypeError, match="gemm: bias has dtype float64, expected float32"):
+        C.gemm(a, b, c, bias=np.ones(5, np.float64))
+
+
 def test_gemm_beta_zero_ignores_garbage_in_c(C):
     a, b = np.ones((5, 4), np.float32), np.ones((4, 3), np.float32)
     out = np.full((5, 3), np.nan, np.float32)

@@ -18,6 +18,15 @@ def run_all(C, rng_seed=0):
     c = np.empty((300, 190), np.float32)
     C.gemm(a, b, c)
     out["gemm"] = c
+    # a long K (a weight gradient, gᵀ @ x): each thread computes whole rows, or whole columns, of C on its own
+    g, xs = rng.standard_normal((1100, 96)).astype(np.float32), rng.standard_normal((1100, 70)).astype(np.float32)
+    by_rows, by_cols = np.empty((96, 70), np.float32), np.empty((70, 96), np.float32)
+    C.gemm(g.T, xs, by_rows, bias=rng.standard_normal(70).astype(np.float32))
+    C.gemm(xs.T, g, by_cols, bias=rng.standard_normal(96).astype(np.float32))
+    out.update(gemm_long_k_rows=by_rows, gemm_long_k_cols=by_cols)
+    big = rng.standard_normal((2, 300001)).astype(np.float32)
+    out["add"] = np.empty(300001, np.float32)
+    C.add(big[0], big[1], out["add"])
     q, k = rng.standard_normal((256, 17, 16)).astype(np.float32), rng.standard_normal((256, 16, 17)).astype(np.float32)
     s = np.empty((256, 17, 17), np.float32)
     C.gemm(q, k, s)
