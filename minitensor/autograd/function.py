@@ -215,25 +215,28 @@ class Function:
         if _profiler is not None:
             return _profiler._forward(cls, args)  # times this very call, with the hook off
         Tensor = _Tensor or _tensor_cls()
-        if grad_mode.is_grad_enabled():
-            needs = tuple([isinstance(a, Tensor) and a._requires_grad for a in args])
-            tracking = True in needs
-            ctx = Context(cls, needs)
-            grad_mode._set_enabled(False)
-            try:
-                out = cls.forward(ctx, *args)
-            finally:
-                grad_mode._set_enabled(True)
-        else:  # already off: nothing to switch
-            needs = (False,) * len(args)
-            tracking = False
-            ctx = Context(cls, needs)
-            out = cls.forward(ctx, *args)
+        tracking = False
+        if getattr(grad_mode._state, "enabled", True):  # grad_mode.is_grad_enabled(), without the call
+            for a in args:
+                if isinstance(a, Tensor) and a._requires_grad:
+                    tracking = True
+                    break
         if not tracking:
-            ctx._saved = None  # nothing will run backward: do not keep saved tensors alive
+            # No input needs a gradient, so no op inside forward can record one either: grad mode stays as it
+            # is (no switching), and nothing is kept for a backward that will never run.
+            out = cls.forward(Context(cls, _NO_GRAD.get(len(args)) or (False,) * len(args)), *args)
+            if type(out) is np.ndarray:  # the usual result, wrapped without the checks of _as_output
+                return Tensor._wrap(out)
             if type(out) is tuple:
                 return tuple(_as_output(o, args, Tensor, None, 0) for o in out)
             return _as_output(out, args, Tensor, None, 0)
+        needs = tuple([isinstance(a, Tensor) and a._requires_grad for a in args])
+        ctx = Context(cls, needs)
+        grad_mode._set_enabled(False)
+        try:
+            out = cls.forward(ctx, *args)
+        finally:
+            grad_mode._set_enabled(True)
 
         ctx.next_functions = tuple([_edge(a) if n else None for a, n in zip(args, needs)])
         ctx.input_meta = tuple([(a.shape, a.dtype) if n else None for a, n in zip(args, needs)])
@@ -245,6 +248,9 @@ class Function:
             ctx.output_meta = tuple((o.shape, o.dtype) if isinstance(o, Tensor) else None for o in outs)
             return outs
         return _as_output(out, args, Tensor, ctx, 0)
+
+
+_NO_GRAD = {n: (False,) * n for n in range(1, 5)}  # needs_input_grad of an untracked call, by input count
 
 
 def _as_output(out, args, Tensor, ctx, output_nr):

@@ -31,8 +31,8 @@ class Add(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        ctx.shapes = (a.shape, b.shape)
         a, b = a._data, b._data
+        ctx.shapes = (a.shape, b.shape)
         # big same-shape arrays (residual streams, gradient sums) go to the backend's add, which may use every
         # thread; for anything small numpy's add is the cheaper call
         return a + b if a.size < _BIG else backend.kernels.add(a, b)

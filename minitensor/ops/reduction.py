@@ -53,8 +53,9 @@ class Sum(Function):
 
     @staticmethod
     def forward(ctx, x, dims, keepdim):
+        x = x._data
         ctx.shape, ctx.dims, ctx.keepdim = x.shape, dims, keepdim
-        return np.sum(x._data, axis=dims, keepdims=keepdim)
+        return x.sum(axis=dims, keepdims=keepdim)  # the method: np.sum's Python wrapper costs about a microsecond
 
     @staticmethod
     def backward(ctx, g):
