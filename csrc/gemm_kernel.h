@@ -112,7 +112,9 @@ MT_ALWAYS_INLINE void store_first(T* p, V v, index_t count) {
 // nothing past B's last column is read and no per-product packing is paid.
 //
 // bias (nullptr: none) holds n values added to every row of the tile as it is stored: Linear's bias, fused.
-template <class T, int W, int MR, int NV, bool B_IN_PLACE>
+// B_IN_PLACE kernels take the count of B's full vectors as FULL (0..NV): those are plain loads, only the rest are
+// masked (a masked load costs an extra vector uop, and 12 FMAs per k leave no port for it).
+template <class T, int W, int MR, int NV, bool B_IN_PLACE, int FULL = NV>
 MT_ALWAYS_INLINE void micro_kernel(index_t kc, const T* __restrict a, index_t a_rs, index_t a_cs,
                                    const T* __restrict b, index_t b_rs, T* c, index_t rs_c, index_t cs_c, index_t m,
                                    index_t n, T alpha, T beta, const T* __restrict bias) {
@@ -141,7 +143,10 @@ MT_ALWAYS_INLINE void micro_kernel(index_t kc, const T* __restrict a, index_t a_
         V bv[NV];
         if constexpr (B_IN_PLACE) {
 #pragma GCC unroll 4
-            for (int j = 0; j < NV; ++j) bv[j] = masked_load<T, V>(b + j * W, bmask[j]);
+            for (int j = 0; j < NV; ++j) {
+                if (j < FULL) std::memcpy(&bv[j], b + j * W, sizeof(V));
+                else bv[j] = masked_load<T, V>(b + j * W, bmask[j]);
+            }
             b += b_rs;
         } else {
 #pragma GCC unroll 4
@@ -309,10 +314,21 @@ void macro_kernel(index_t mc, index_t nc, index_t kc, const T* A, bool packed, i
         for (index_t ir = 0; ir < mc; ir += MR) {
             const index_t m = std::min<index_t>(MR, mc - ir);
             const T* a = packed ? A + (ir / MR) * MR * kc : A + ir * a_rs;
-            if (b_rs)
-                micro_kernel<T, W, MR, NV, true>(kc, a, packed ? 1 : a_rs, packed ? MR : a_cs, b, b_rs,
-                                                 C + ir * rs_c + jr * cs_c, rs_c, cs_c, m, n, alpha, beta,
-                                                 bias ? bias + jr : nullptr);
+            if (b_rs) {
+                static_assert(NV == 2, "the in-place B dispatch below is written for two vectors");
+                const index_t full = n / W;
+                T* c = C + ir * rs_c + jr * cs_c;
+                const T* bi = bias ? bias + jr : nullptr;
+                const index_t ars = packed ? 1 : a_rs, acs = packed ? MR : a_cs;
+                if (full >= 2)
+                    micro_kernel<T, W, MR, NV, true, 2>(kc, a, ars, acs, b, b_rs, c, rs_c, cs_c, m, n, alpha, beta, bi);
+                else if (n > W)
+                    micro_kernel<T, W, MR, NV, true, 1>(kc, a, ars, acs, b, b_rs, c, rs_c, cs_c, m, n, alpha, beta, bi);
+                else if (n == W)  // one vector wide: a one-vector tile, not half the FMAs on zeros
+                    micro_kernel<T, W, MR, 1, true, 1>(kc, a, ars, acs, b, b_rs, c, rs_c, cs_c, m, n, alpha, beta, bi);
+                else
+                    micro_kernel<T, W, MR, 1, true, 0>(kc, a, ars, acs, b, b_rs, c, rs_c, cs_c, m, n, alpha, beta, bi);
+            }
             else
                 micro_kernel<T, W, MR, NV, false>(kc, a, packed ? 1 : a_rs, packed ? MR : a_cs, b, 0,
                                                   C + ir * rs_c + jr * cs_c, rs_c, cs_c, m, n, alpha, beta,
