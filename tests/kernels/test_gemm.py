@@ -214,7 +214,7 @@ rng = np.random.default_rng(0)
 for isa in _C.info()["isa_supported"]:
     for dtype in (np.float32, np.float64):
         for batch, m, k, n in [((), 17, 16, 17), ((), 5, 3, 1), ((), 33, 7, 19), ((), 6, 16, 33), ((4,), 17, 16, 17),
-                               ((), 13, 64, 63), ((), 129, 40, 47)]:
+                               ((), 13, 64, 63), ((), 129, 40, 47), ((), 17, 17, 16), ((), 4, 9, 8)]:
             a = before_guard(batch + (m, k), dtype, rng)
             b = before_guard(batch + (k, n), dtype, rng)
             c = np.empty(batch + (m, n), dtype)
