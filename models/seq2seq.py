@@ -10,8 +10,8 @@
         logits_t       = W_o h~_t  (or W_o h_t without attention)
     the loss ignores <pad> targets; inference decodes greedily or with beam search until <end>.
 
-The encoder never reads <pad>: its state stops changing at each sequence's last real token (what
-pack_padded_sequence does in PyTorch). Built only on minitensor's public API; state-dict keys follow PyTorch's
+The encoder never reads <pad>: the source batch is packed (pack_padded_sequence, as in PyTorch), so each
+sequence's state is the one after its last real token. Built only on minitensor's public API; state-dict keys follow PyTorch's
 modules of the same names (nn.Embedding, nn.LSTM, nn.Linear).
 """
 import numpy as np
@@ -19,6 +19,7 @@ import numpy as np
 import minitensor as mt
 from minitensor import nn
 from minitensor.nn import functional as F
+from minitensor.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 class Seq2Seq(nn.Module):
@@ -40,36 +41,26 @@ class Seq2Seq(nn.Module):
 
     # -- encoder -------------------------------------------------------------------------------------------
     def encode(self, src, src_padding_mask=None):
-        """src (N, S) -> (outputs (N, S, H), (h, c) each (num_layers, N, H), padding mask (N, S))."""
+        """src (N, S) -> (outputs (N, S, H), (h, c) each (num_layers, N, H), padding mask (N, S)).
+
+        The sequences are packed (nn.utils.rnn.pack_padded_sequence), so each runs exactly to its length and its
+        final state is the state after its last real token; outputs are zero at the <pad> positions (attention
+        never reads them). The padding must come after each sequence's tokens, and no sequence may be empty."""
         if src.ndim != 2:
             raise ValueError(f"Seq2Seq: expected source ids of shape (N, S), got {tuple(src.shape)}")
         if src_padding_mask is None:
             src_padding_mask = src == self.pad_id
-        lstm = self.encoder
-        valid = (~src_padding_mask).unsqueeze(-1)  # (N, S, 1): where the state may change
-        x = self.src_embedding(src)
-        hs, cs = [], []
-        n, steps = src.shape
-        for layer in range(lstm.num_layers):
-            w_ih, w_hh = getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")
-            b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
-            # all steps' input projections, and both biases, in one GEMM: (N, S, 4H); unbind gives the steps as
-            # views whose gradients come back as one array
-            projected = F.linear(x, w_ih, None if b_ih is None else b_ih + b_hh)
-            step_inputs = projected.unbind(1)
-            h = c = mt.zeros(n, lstm.hidden_size, dtype=x.dtype)
-            outputs = []
-            for t in range(steps):
-                h_new, c_new = F.lstm_cell(step_inputs[t] + F.linear(h, w_hh), c)
-                h = mt.where(valid[:, t], h_new, h)
-                c = mt.where(valid[:, t], c_new, c)
-                outputs.append(h)
-            x = mt.stack(outputs, dim=1)
-            if lstm.dropout and self.training and layer < lstm.num_layers - 1:
-                x = F.dropout(x, lstm.dropout, True)
-            hs.append(h)
-            cs.append(c)
-        return x, (mt.stack(hs), mt.stack(cs)), src_padding_mask
+        pad = src_padding_mask.numpy()
+        lengths = (~pad).sum(axis=1)
+        if (pad != (np.arange(pad.shape[1]) >= lengths[:, None])).any():
+            raise ValueError("Seq2Seq: the source padding must come after each sequence's tokens (<pad> only at "
+                             "the end of a row)")
+        if pad.shape[0] and lengths.min() == 0:
+            raise ValueError(f"Seq2Seq: source sequence {int(lengths.argmin())} has no tokens (all <pad>)")
+        packed = pack_padded_sequence(self.src_embedding(src), lengths, batch_first=True, enforce_sorted=False)
+        output, state = self.encoder(packed)
+        memory = pad_packed_sequence(output, batch_first=True, total_length=src.shape[1])[0]
+        return memory, state, src_padding_mask
 
     # -- decoder -------------------------------------------------------------------------------------------
     def _readout(self, h, memory, src_padding_mask):

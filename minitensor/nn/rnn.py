@@ -6,7 +6,11 @@ The second line is F.lstm_cell, one fused op forward and backward.
 """
 import math
 
+import numpy as np
+
 from .. import creation
+from ..ops.nn import lstm_recurrence
+from .utils.rnn import PackedSequence, pack_like, packed_lengths, pad_packed_sequence
 from ..ops.shape import cat, stack
 from . import functional as F
 from . import init
@@ -91,6 +95,16 @@ class LSTM(Module):
         return getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix), *bias
 
     def forward(self, input, hx=None):
+        if isinstance(input, PackedSequence):
+            # every sequence runs to its own length: the steps past it leave its state as it was (valid mask)
+            if input.data.ndim != 2 or input.data.shape[1] != self.input_size:
+                raise ValueError(f"LSTM: expected packed data (sum of lengths, {self.input_size}), got "
+                                 f"{tuple(input.data.shape)}")
+            lengths = packed_lengths(input)
+            padded, _ = pad_packed_sequence(input)  # (T, B, input_size), the original batch order
+            valid = np.arange(padded.shape[0])[:, None] < lengths[None, :]
+            output, state = self._layers(padded, hx, valid)
+            return pack_like(output, input), state
         batched = input.ndim == 3
         if input.ndim not in (2, 3) or input.shape[-1] != self.input_size:
             raise ValueError(f"LSTM: expected input (L, N, {self.input_size}) (or batch_first / unbatched), "
@@ -98,13 +112,22 @@ class LSTM(Module):
         x = input if batched else input.unsqueeze(1)
         if batched and self.batch_first:
             x = x.transpose(0, 1)
+        if hx is not None and not batched:
+            hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        output, (h_n, c_n) = self._layers(x, hx, None)
+        if batched and self.batch_first:
+            output = output.transpose(0, 1)
+        if not batched:
+            output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
+        return output, (h_n, c_n)
+
+    def _layers(self, x, hx, valid):
+        """x (L, N, input_size) time-major -> (output (L, N, D * H), (h_n, c_n)); valid (L, N) bool or None."""
         steps, batch = x.shape[0], x.shape[1]
         directions = 2 if self.bidirectional else 1
         if hx is None:
             zeros = creation.zeros(self.num_layers * directions, batch, self.hidden_size, dtype=x.dtype)
             hx = (zeros, zeros)
-        elif not batched:
-            hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
         expected = (self.num_layers * directions, batch, self.hidden_size)
         for name, state in zip(("h_0", "c_0"), hx):
             if tuple(state.shape) != expected:
@@ -114,27 +137,21 @@ class LSTM(Module):
             outputs = []
             for direction in range(directions):
                 w_ih, w_hh, b_ih, b_hh = self._weights(layer, direction)
-                # every step's input projection, and both biases, in one GEMM: (L, N, 4H); unbind gives the
-                # steps as views whose gradients come back as one array
+                # every step's input projection, and both biases, in one GEMM: (L, N, 4H); then the recurrence
+                # as one op (ops.nn.LSTMRecurrence: the steps run on arrays, W_hh's gradient is one GEMM)
                 projected = F.linear(x, w_ih, None if b_ih is None else b_ih + b_hh)
-                step_inputs = projected.unbind(0)
                 h, c = hx[0][layer * directions + direction], hx[1][layer * directions + direction]
-                order = range(steps - 1, -1, -1) if direction else range(steps)
-                hs = [None] * steps
-                for t in order:
-                    h, c = F.lstm_cell(step_inputs[t] + F.linear(h, w_hh), c)
-                    hs[t] = h
-                outputs.append(stack(hs) if steps else projected[..., : self.hidden_size] * 0)
+                if steps:
+                    hs, h, c = lstm_recurrence(projected, h, c, w_hh, valid, reverse=bool(direction))
+                    outputs.append(hs)
+                else:
+                    outputs.append(projected[..., : self.hidden_size] * 0)
                 h_n.append(h)
                 c_n.append(c)
             x = outputs[0] if directions == 1 else cat(outputs, dim=-1)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, True)
-        output = x.transpose(0, 1) if batched and self.batch_first else x
-        h_n, c_n = stack(h_n), stack(c_n)
-        if not batched:
-            output, h_n, c_n = output.squeeze(1), h_n.squeeze(1), c_n.squeeze(1)
-        return output, (h_n, c_n)
+        return x, (stack(h_n), stack(c_n))
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"

@@ -217,6 +217,147 @@ def lstm_cell(gates, c):
     return FusedLSTMCell.apply(gates, c)
 
 
+class LSTMRecurrence(Function):
+    """A whole LSTM layer's recurrence as one op: from the input projections of every step xproj (L, N, 4H)
+    (x W_ihᵀ + b_ih + b_hh, time-major), the initial state h0, c0 (N, H) and W_hh (4H, H), run
+
+        gates_t = xproj[t] + h_{t-1} W_hhᵀ,   (h_t, c_t) = lstm_cell(gates_t, c_{t-1})
+
+    over t = 0 .. L-1 (L-1 .. 0 with `reverse`), and return (hs (L, N, H), h_n, c_n). `valid` (a constant bool
+    array (L, N), or None) freezes the state of row n at steps where it is False (padding: h_t = h_{t-1},
+    c_t = c_{t-1} there), as a masked loop of lstm_cell and where does.
+
+    Forward calls the kernels on arrays, step by step, with no graph per step (a GEMM with beta = 1 onto the
+    step's projection, then the fused cell), and keeps the gates, hs and cs. Backward walks the steps in reverse:
+    the cell's backward kernel, then dh_{t-1} = d_gates_t W_hh; the gradient of W_hh is one GEMM over all the
+    steps at the end (d_gates of every step against h_{t-1} of every step) instead of one per step, and the
+    gradient of xproj is the array of d_gates itself. With create_graph, backward instead rebuilds the layer
+    from the same ops spelled out (lstm_recurrence_reference) and differentiates that, so it can be
+    differentiated again."""
+
+    @staticmethod
+    def forward(ctx, xproj, h0, c0, w_hh, valid, reverse):
+        k = backend.kernels
+        xp, w = xproj._data, w_hh._data
+        steps, n, g4 = xp.shape
+        gates = np.empty(xp.shape, dtype=xp.dtype)
+        hs = np.empty((steps, n, g4 // 4), dtype=xp.dtype)
+        cs = np.empty_like(hs)
+        h, c = h0._data, c0._data
+        for t in range(steps - 1, -1, -1) if reverse else range(steps):
+            gates[t] = xp[t]
+            k.gemm(h, w, gates[t], beta=1.0, trans_b=True)
+            h_new, c_new = k.lstm_cell(gates[t], c)
+            if valid is not None:
+                keep = valid[t][:, None]
+                h_new, c_new = np.where(keep, h_new, h), np.where(keep, c_new, c)
+            hs[t], cs[t] = h_new, c_new
+            h, c = hs[t], cs[t]
+        ctx.save_for_backward(xproj, h0, c0, w_hh)
+        ctx.gates, ctx.hs, ctx.cs, ctx.valid, ctx.reverse = gates, hs, cs, valid, reverse
+        ctx.set_materialize_grads(False)
+        return hs, h.copy(), c.copy()
+
+    @staticmethod
+    def backward(ctx, d_hs, d_hn, d_cn):
+        xproj, h0, c0, w_hh = ctx.saved_tensors
+        if grad_mode.is_grad_enabled():  # create_graph: differentiate the spelled-out layer
+            return _lstm_recurrence_backward_composite(ctx, xproj, h0, c0, w_hh, d_hs, d_hn, d_cn)
+        k = backend.kernels
+        gates, hs, cs, valid, reverse = ctx.gates, ctx.hs, ctx.cs, ctx.valid, ctx.reverse
+        steps = gates.shape[0]
+        w = w_hh._data
+        d_gates_all = np.empty_like(gates)
+        dh = None if d_hn is None else d_hn._data
+        dc = None if d_cn is None else d_cn._data
+        d_hs = None if d_hs is None else d_hs._data
+        for t in range(steps) if reverse else range(steps - 1, -1, -1):
+            prev = t + 1 if reverse else t - 1  # the step before t, in the order the forward ran
+            if d_hs is not None:
+                dh = d_hs[t] if dh is None else dh + d_hs[t]
+            c_prev = cs[prev] if 0 <= prev < steps else c0._data
+            dh_carry = dc_carry = None
+            if valid is not None:  # a frozen row passes its gradient straight to the previous step
+                keep = valid[t][:, None]
+                if dh is not None:
+                    dh, dh_carry = np.where(keep, dh, 0), np.where(keep, 0, dh)
+                if dc is not None:
+                    dc, dc_carry = np.where(keep, dc, 0), np.where(keep, 0, dc)
+            d_gates, dc = k.lstm_cell_backward(gates[t], c_prev, dh, dc)
+            d_gates_all[t] = d_gates
+            dh = k.matmul(d_gates, w)
+            if dh_carry is not None:
+                dh += dh_carry
+            if dc_carry is not None:
+                dc += dc_carry
+        need_x, need_h0, need_c0, need_w = ctx.needs_input_grad[:4]
+        dw = None
+        if need_w:  # sum over steps of d_gates_tᵀ h_{t-1}: the steps after the first against hs, then h0
+            g4, hidden = gates.shape[2], hs.shape[2]
+            first, rest, h_rest = (steps - 1, slice(0, steps - 1), slice(1, steps)) if reverse else \
+                (0, slice(1, steps), slice(0, steps - 1))
+            dw = k.matmul(d_gates_all[rest].reshape(-1, g4).T, hs[h_rest].reshape(-1, hidden))
+            k.gemm(d_gates_all[first], h0._data, dw, beta=1.0, trans_a=True)
+        wrap = Tensor._wrap
+        return (wrap(d_gates_all) if need_x else None, wrap(dh) if need_h0 else None,
+                wrap(dc) if need_c0 else None, wrap(dw) if need_w else None, None, None)
+
+
+def lstm_recurrence_reference(xproj, h0, c0, w_hh, valid=None, reverse=False):
+    """LSTMRecurrence spelled out in Tensor ops (lstm_cell, matmul, where, stack): the reference twin the tests
+    hold it to, and what its create_graph backward differentiates."""
+    from .elementwise import where
+    from .shape import stack
+
+    steps = xproj.shape[0]
+    h, c = h0, c0
+    hs = [None] * steps
+    for t in range(steps - 1, -1, -1) if reverse else range(steps):
+        h_new, c_new = lstm_cell(xproj[t] + h @ w_hh.mT, c)
+        if valid is not None:
+            keep = Tensor(valid[t][:, None])
+            h_new, c_new = where(keep, h_new, h), where(keep, c_new, c)
+        h, c = h_new, c_new
+        hs[t] = h
+    return stack(hs), h, c
+
+
+def _lstm_recurrence_backward_composite(ctx, xproj, h0, c0, w_hh, d_hs, d_hn, d_cn):
+    from ..autograd import grad as autograd_grad
+
+    inputs = (xproj, h0, c0, w_hh)
+    wanted = [i for i, need in enumerate(ctx.needs_input_grad[:4]) if need]
+    outs = lstm_recurrence_reference(xproj, h0, c0, w_hh, ctx.valid, ctx.reverse)
+    pairs = [(o, g) for o, g in zip(outs, (d_hs, d_hn, d_cn)) if g is not None]
+    grads = autograd_grad([o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
+                          create_graph=True, allow_unused=True)
+    result = [None] * 6
+    for i, g in zip(wanted, grads):
+        result[i] = g
+    return tuple(result)
+
+
+def lstm_recurrence(xproj, h0, c0, w_hh, valid=None, reverse=False):
+    """An LSTM layer's recurrence over precomputed input projections (see LSTMRecurrence): xproj (L, N, 4H),
+    h0 and c0 (N, H), w_hh (4H, H), optional valid (L, N) bool (False: the row's state is carried through that
+    step). Returns (hs (L, N, H), h_n, c_n)."""
+    if xproj.ndim != 3 or xproj.shape[2] % 4 or xproj.shape[0] == 0:
+        raise ValueError(f"lstm_recurrence: xproj must be (L, N, 4H) with L > 0, got {tuple(xproj.shape)}")
+    steps, n, g4 = xproj.shape
+    hidden = g4 // 4
+    for name, t, shape in (("h0", h0, (n, hidden)), ("c0", c0, (n, hidden)), ("w_hh", w_hh, (g4, hidden))):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"lstm_recurrence: {name} has shape {tuple(t.shape)}, expected {shape}")
+        if t.dtype != xproj.dtype:
+            raise ValueError(f"lstm_recurrence: {name} has dtype {t.dtype}, expected {xproj.dtype} (xproj's)")
+    if valid is not None:
+        valid = np.asarray(valid._data if isinstance(valid, Tensor) else valid)
+        if valid.shape != (steps, n) or valid.dtype != np.bool_:
+            raise ValueError(f"lstm_recurrence: valid must be a bool array of shape {(steps, n)}, got "
+                             f"{valid.dtype} {valid.shape}")
+    return LSTMRecurrence.apply(xproj, h0, c0, w_hh, valid, bool(reverse))
+
+
 class ScaledDotProductAttention(Function):
     """out = softmax(scale q kᵀ + mask) v over batch dims (N, H): q (N, H, L, E), k (N, H, S, E), v (N, H, S, Ev),
     one fused op each way. Forward keeps only the log-sum-exp of each row of scores (N, H, L), not the weights

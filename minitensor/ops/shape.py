@@ -195,6 +195,23 @@ class Split(Function):
         return Tensor._wrap(out), None, None
 
 
+def _add_rows(out, rows, g):
+    """out[rows[k]] += g[k] for every k, rows a 1-D integer array (a gather's gradient, the usual case), without
+    np.add.at's per-element loop (40x slower, measured on (1280, 64)). Distinct rows are one assignment (the same
+    result as np.add.at); repeated ones are summed by np.add.reduceat over the rows sorted stably (the same terms,
+    summed in another order: equal within float rounding)."""
+    rows = np.where(rows < 0, rows + out.shape[0], rows)
+    if len(rows) == 0:
+        return
+    if np.bincount(rows, minlength=out.shape[0]).max() <= 1:
+        out[rows] = g
+        return
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
+    out[sorted_rows[starts]] = np.add.reduceat(g[order], starts, axis=0)
+
+
 class IndexAdd(Function):
     """y = zeros(shape) with g added at index (repeated indices add up);  the gradient is gy[index]."""
 
@@ -202,7 +219,10 @@ class IndexAdd(Function):
     def forward(ctx, g, index, shape):
         ctx.index = index
         out = np.zeros(shape, dtype=g.dtype)
-        if _is_advanced(index):
+        if len(index) == 1 and isinstance(index[0], np.ndarray) and index[0].dtype.kind in "iu":
+            rows = index[0]  # rows of out, any shape: g is (*rows.shape, *out.shape[1:])
+            _add_rows(out, rows.reshape(-1), g._data.reshape((rows.size,) + tuple(shape[1:])))
+        elif _is_advanced(index):
             np.add.at(out, index, g._data)
         else:
             out[index] = g._data

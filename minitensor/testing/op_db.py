@@ -456,6 +456,48 @@ register(
 )
 
 
+
+@st.composite
+def _lstm_recurrence_sample(draw):
+    """xproj (L, N, 4H), h0 and c0 (N, H), w_hh (4H, H); kwargs: a padding mask valid (L, N) or None, reverse."""
+    steps, n, h = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    arrays = (draw(mts.arrays((steps, n, 4 * h), -2.0, 2.0)), draw(mts.arrays((n, h), -1.0, 1.0)),
+              draw(mts.arrays((n, h), -1.0, 1.0)), draw(mts.arrays((4 * h, h), -1.0, 1.0)))
+    valid = draw(st.one_of(st.none(), st.lists(st.booleans(), min_size=steps * n, max_size=steps * n)))
+    return Sample(arrays, {"valid": None if valid is None else np.array(valid).reshape(steps, n),
+                           "reverse": draw(st.booleans())})
+
+
+def _np_lstm_recurrence(xproj, h0, c0, w_hh, valid=None, reverse=False):
+    h, c = h0, c0
+    hs = np.empty(xproj.shape[:2] + (h0.shape[1],))
+    for t in range(xproj.shape[0] - 1, -1, -1) if reverse else range(xproj.shape[0]):
+        h_new, c_new = _np_lstm_cell(xproj[t] + h @ w_hh.T, c)
+        if valid is not None:
+            h_new, c_new = np.where(valid[t][:, None], h_new, h), np.where(valid[t][:, None], c_new, c)
+        h, c = h_new, c_new
+        hs[t] = h
+    return hs, h, c
+
+
+def _lstm_recurrence(*args, **kw):
+    from minitensor.ops.nn import lstm_recurrence
+
+    return lstm_recurrence(*args, **kw)
+
+
+# the whole layer (ops.nn.LSTMRecurrence, nn.LSTM's recurrence): all three outputs side by side, and hs alone and
+# h_n alone, so absent output gradients reach backward as None
+register(
+    OpInfo("lstm_recurrence", lambda *a, **kw: mt.cat([o.reshape(-1) for o in _lstm_recurrence(*a, **kw)]),
+           lambda *a, **kw: np.concatenate([o.reshape(-1) for o in _np_lstm_recurrence(*a, **kw)]),
+           _lstm_recurrence_sample(), supports_size0=False),
+    OpInfo("lstm_recurrence_hs", lambda *a, **kw: _lstm_recurrence(*a, **kw)[0],
+           lambda *a, **kw: _np_lstm_recurrence(*a, **kw)[0], _lstm_recurrence_sample(), supports_size0=False),
+    OpInfo("lstm_recurrence_hn", lambda *a, **kw: _lstm_recurrence(*a, **kw)[1],
+           lambda *a, **kw: _np_lstm_recurrence(*a, **kw)[1], _lstm_recurrence_sample(), supports_size0=False),
+)
+
 def get(name):
     for info in OPS:
         if info.name == name:

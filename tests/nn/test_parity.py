@@ -139,6 +139,65 @@ def test_lstm(kwargs, with_state):
     compare_grads(t, ours)
 
 
+@given(lengths=st.lists(st.integers(1, 6), min_size=1, max_size=5), sort=st.booleans(),
+       kwargs=st.sampled_from([dict(), dict(num_layers=2, bidirectional=True), dict(batch_first=True)]),
+       with_state=st.booleans())
+@settings(max_examples=25, deadline=None)
+def test_lstm_on_packed_sequences(lengths, sort, kwargs, with_state):
+    # pack_padded_sequence -> LSTM -> pad_packed_sequence against PyTorch's: the packed layout, each sequence's
+    # final state (both directions), the padded output, and every gradient
+    from minitensor.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    if sort:
+        lengths = sorted(lengths, reverse=True)
+    batch_first = kwargs.get("batch_first", False)
+    steps, batch = max(lengths), len(lengths)
+    layers = kwargs.get("num_layers", 1) * (2 if kwargs.get("bidirectional") else 1)
+    x = rand(batch, steps, 3) if batch_first else rand(steps, batch, 3)
+    h0, c0 = rand(layers, batch, 4, seed=1), rand(layers, batch, 4, seed=2)
+    t = torch.nn.LSTM(3, 4, **kwargs)
+    ours = copy_weights(t, nn.LSTM(3, 4, **kwargs).double())
+    outs = []
+    for lib, module, pack, pad in ((torch, t, torch.nn.utils.rnn.pack_padded_sequence,
+                                    torch.nn.utils.rnn.pad_packed_sequence),
+                                   (mt, ours, pack_padded_sequence, pad_packed_sequence)):
+        inputs = [lib.tensor(v, requires_grad=True) for v in (x, h0, c0)]
+        packed = pack(inputs[0], lib.tensor(lengths), batch_first=batch_first, enforce_sorted=sort)
+        out, (h, c) = module(packed, (inputs[1], inputs[2])) if with_state else module(packed)
+        padded, out_lengths = pad(out, batch_first=batch_first, padding_value=-2.0, total_length=steps + 1)
+        (padded.sin().sum() + (h * 3).sum() + (c * 5).sum()).backward()
+        outs.append((packed, out, padded, out_lengths, h, c, inputs))
+    (tp, to, tpad, tlen, th, tc, ti), (mp, mo, mpad, mlen, mh, mc, mi) = outs
+    assert_same(mp.data, tp.data, msg="packed data")
+    np.testing.assert_array_equal(mp.batch_sizes.numpy(), tp.batch_sizes.numpy())
+    if not sort:
+        np.testing.assert_array_equal(mp.sorted_indices.numpy(), tp.sorted_indices.numpy())
+        np.testing.assert_array_equal(mp.unsorted_indices.numpy(), tp.unsorted_indices.numpy())
+    assert_same(mo.data, to.data, msg="packed output")
+    assert_same(mpad, tpad, msg="padded output")
+    np.testing.assert_array_equal(mlen.numpy(), tlen.numpy())
+    assert_same(mh, th, msg="h_n")
+    assert_same(mc, tc, msg="c_n")
+    for name, a, b in zip(("x", "h0", "c0"), mi, ti):
+        if b.grad is not None:
+            assert_same(a.grad, b.grad, 1e-9, 1e-11, msg=f"gradient of {name}")
+    compare_grads(t, ours)
+
+
+def test_pack_padded_sequence_errors():
+    from minitensor.nn.utils.rnn import pack_padded_sequence
+
+    x = mt.zeros(4, 3, 2)
+    with pytest.raises(ValueError, match="must be sorted in decreasing order when `enforce_sorted` is True"):
+        pack_padded_sequence(x, [1, 3, 2])
+    with pytest.raises(ValueError, match="greater than 0"):
+        pack_padded_sequence(x, [3, 0, 2], enforce_sorted=False)
+    with pytest.raises(ValueError, match="exceeds the 4 steps"):
+        pack_padded_sequence(x, [5, 1, 1])
+    with pytest.raises(ValueError, match="3 lengths for a batch of 2"):
+        pack_padded_sequence(mt.zeros(4, 2, 2), [3, 2, 1])
+
+
 def test_lstm_unbatched():
     t = torch.nn.LSTM(3, 4, num_layers=2)
     ours = copy_weights(t, nn.LSTM(3, 4, num_layers=2).double())

@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 
-from ..autograd.grad_mode import no_grad
-from ..tensor import Tensor
+from ...autograd.grad_mode import no_grad
+from ...tensor import Tensor
 
 
 def _grads(parameters):
@@ -69,3 +69,6 @@ def load_torch_safetensors(module, path, strict=True):
     from safetensors.numpy import load_file
 
     return module.load_state_dict(load_file(str(path)), strict=strict)
+
+
+from . import rnn  # noqa: E402  (nn.utils.rnn: packed sequences)
