@@ -7,7 +7,8 @@
 //              o = (p v) / l,  lse = m + log l
 //   backward:  p = exp(s - lse) (recomputed),  D = rowsum(do * o),  dp = do v^T,  ds = p (dp - D),
 //              dq = scale ds k,  dk = ds^T (scale q),  dv = p^T do
-// Query rows go in blocks of Q = two registers' worth (32 for float on AVX-512), and a block's scores are kept
+// Query rows go in blocks of Q = two registers' worth (32 for float on AVX-512; one register for a last block
+// of at most W rows), and a block's scores are kept
 // transposed, key-major: row j of the block holds s[i][j] for the block's Q queries, one per vector lane. Then
 // the softmax over keys is elementwise across those rows (max, exp, sum: no horizontal reductions), every
 // product is a register-blocked sum of broadcast scalars times vectors (attention_body's `combine`, like a GEMM
@@ -27,7 +28,7 @@
 template <class T>
 struct AttnVec {
     static constexpr int W = (MT_KERNEL_ISA == 2 ? 64 : MT_KERNEL_ISA == 1 ? 32 : 16) / static_cast<int>(sizeof(T));
-    static constexpr int Q = 2 * W;  // query rows per block
+    static constexpr int Q = 2 * W;  // query rows per block (at most: a last block may be one vector, W rows)
     static_assert(Q <= kMaxQ, "the scratch holds query blocks of at most kMaxQ rows");
     typedef typename Lanes<T, W>::type V;
     static MT_ALWAYS_INLINE V load(const T* p) {
@@ -73,9 +74,9 @@ struct AttnVec {
 
 // Gather rows [i0, i0 + rows) of a (L x n) operand transposed into xt (n x Q; lanes past `rows` zero) and, when
 // `xr` is given, row-major into xr (Q x np, zero-padded), times `scale`.
-template <class T>
+template <class T, int NB>
 void gather_block(const Rows<T>& x, index_t i0, index_t rows, index_t n, index_t np, T scale, T* xt, T* xr) {
-    constexpr int Q = AttnVec<T>::Q;
+    constexpr int Q = NB * AttnVec<T>::W;
     std::fill(xt, xt + n * Q, T(0));
     if (xr) std::fill(xr, xr + Q * np, T(0));
     for (index_t r = 0; r < rows; ++r) {
@@ -90,13 +91,13 @@ void gather_block(const Rows<T>& x, index_t i0, index_t rows, index_t n, index_t
 
 // The block's scores, key-major, into w.st (S x Q): (scale q_i) . k_j + mask, -inf where causal masks them. Lanes
 // past `rows` get -inf too (so their p is 0). Reads w.qt; returns the per-lane max over keys in mx (2 vectors).
-template <class T>
+template <class T, int NB>
 void block_scores(index_t i0, index_t rows, index_t S, index_t E, const Rows<T>& k, const Rows<T>* mask, bool causal,
                   AttnScratch<T>& w, typename AttnVec<T>::V* mx) {
     typedef AttnVec<T> A;
     typedef typename A::V V;
     typedef decltype(V{} < V{}) M;
-    constexpr int W = A::W, Q = A::Q;
+    constexpr int W = A::W, Q = NB * W;
     T* st = w.st.data();
     A::combine(S, E, Q, k.p, k.s1, k.s2, w.qt.data(), Q, st, Q, false);
     const T ninf = -std::numeric_limits<T>::infinity();
@@ -114,9 +115,9 @@ void block_scores(index_t i0, index_t rows, index_t S, index_t E, const Rows<T>&
     }
     V lane = {};
     for (int l = 0; l < W; ++l) lane[l] = T(l);
-    mx[0] = mx[1] = V{} + ninf;
+    for (int c = 0; c < NB; ++c) mx[c] = V{} + ninf;
     for (index_t j = 0; j < S; ++j) {
-        for (int c = 0; c < 2; ++c) {
+        for (int c = 0; c < NB; ++c) {
             V sj = A::load(st + j * Q + c * W);
             const V row = lane + T(i0 + c * W);            // the query index of each lane
             M off = row >= T(rows + i0);                    // lanes past the block's rows
@@ -129,87 +130,123 @@ void block_scores(index_t i0, index_t rows, index_t S, index_t E, const Rows<T>&
 }
 
 // st[j] = exp(st[j] - shift) lane by lane (shift: the max forward, lse backward); the per-lane sums into sum.
-template <class T>
+template <class T, int NB>
 void block_exp(index_t S, T* st, const typename AttnVec<T>::V* shift, typename AttnVec<T>::V* sum) {
     typedef AttnVec<T> A;
-    constexpr int W = A::W, Q = A::Q;
-    sum[0] = sum[1] = typename A::V{};
+    constexpr int W = A::W, Q = NB * W;
+    for (int c = 0; c < NB; ++c) sum[c] = typename A::V{};
     for (index_t j = 0; j < S; ++j)
-        for (int c = 0; c < 2; ++c) {
+        for (int c = 0; c < NB; ++c) {
             const auto e = exp_nonpos_lanes<T, W>(A::load(st + j * Q + c * W) - shift[c]);
             A::store(st + j * Q + c * W, e);
             sum[c] += e;
         }
 }
 
+// One block of NB vectors of query rows [i0, i0 + rows), rows <= NB * W.
+template <class T, int NB>
+void sdpa_forward_block(index_t i0, index_t rows, index_t S, index_t E, index_t Ev, T scale, const Rows<T>& q,
+                        const Rows<T>& k, const Rows<T>& v, const Rows<T>* mask, bool causal, T* out, index_t os1,
+                        T* lse, AttnScratch<T>& w) {
+    typedef AttnVec<T> A;
+    typedef typename A::V V;
+    constexpr int W = A::W, Q = NB * W;
+    const T ninf = -std::numeric_limits<T>::infinity();
+    gather_block<T, NB>(q, i0, rows, E, 0, scale, w.qt.data(), static_cast<T*>(nullptr));
+    V mx[NB], l[NB];
+    block_scores<T, NB>(i0, rows, S, E, k, mask, causal, w, mx);
+    block_exp<T, NB>(S, w.st.data(), mx, l);  // a fully masked lane: -inf - -inf = NaN, which flows into its out
+    A::combine(Ev, S, Q, v.p, v.s2, v.s1, w.st.data(), Q, w.ot.data(), Q, false);  // o^T = v^T p^T
+    for (index_t r = 0; r < rows; ++r) {
+        const T m = mx[r / W][r % W], sum = l[r / W][r % W], inv = T(1) / sum;
+        T* oi = out + (i0 + r) * os1;
+        for (index_t d = 0; d < Ev; ++d) oi[d] = w.ot[d * Q + r] * inv;
+        lse[i0 + r] = m == ninf ? ninf : m + std::log(sum);
+    }
+}
+
+// Query rows in blocks of two vectors, and a last block of one vector when at most W rows are left (L = 65 on
+// AVX-512: 32 + 32 + 16 lanes of work instead of 32 + 32 + 32).
 template <class T>
 void sdpa_forward_batch(index_t L, index_t S, index_t E, index_t Ev, T scale, const Rows<T>& q, const Rows<T>& k,
                         const Rows<T>& v, const Rows<T>* mask, bool causal, T* out, index_t os1, T* lse,
                         AttnScratch<T>& w) {
-    typedef AttnVec<T> A;
-    typedef typename A::V V;
-    constexpr int W = A::W, Q = A::Q;
-    const T ninf = -std::numeric_limits<T>::infinity();
-    for (index_t i0 = 0; i0 < L; i0 += Q) {
-        const index_t rows = std::min<index_t>(Q, L - i0);
-        gather_block(q, i0, rows, E, 0, scale, w.qt.data(), static_cast<T*>(nullptr));
-        V mx[2], l[2];
-        block_scores(i0, rows, S, E, k, mask, causal, w, mx);
-        block_exp(S, w.st.data(), mx, l);  // a fully masked lane: -inf - -inf = NaN, which flows into its out
-        A::combine(Ev, S, Q, v.p, v.s2, v.s1, w.st.data(), Q, w.ot.data(), Q, false);  // o^T = v^T p^T
-        for (index_t r = 0; r < rows; ++r) {
-            const T m = mx[r / W][r % W], sum = l[r / W][r % W], inv = T(1) / sum;
-            T* oi = out + (i0 + r) * os1;
-            for (index_t d = 0; d < Ev; ++d) oi[d] = w.ot[d * Q + r] * inv;
-            lse[i0 + r] = m == ninf ? ninf : m + std::log(sum);
+    constexpr int W = AttnVec<T>::W;
+    for (index_t i0 = 0; i0 < L;) {
+        const index_t left = L - i0;
+        if (left > W) {
+            sdpa_forward_block<T, 2>(i0, std::min<index_t>(2 * W, left), S, E, Ev, scale, q, k, v, mask, causal, out,
+                                     os1, lse, w);
+            i0 += 2 * W;
+        } else {
+            sdpa_forward_block<T, 1>(i0, left, S, E, Ev, scale, q, k, v, mask, causal, out, os1, lse, w);
+            i0 += W;
         }
     }
 }
 
-// dq, dk, dv: this batch element's contiguous (L, E), (S, E), (S, Ev); dK and dV are summed in the scratch.
+// One block of NB vectors of query rows [i0, i0 + rows): dq written, dk and dv summed into the scratch.
+template <class T, int NB>
+void sdpa_backward_block(index_t i0, index_t rows, index_t S, index_t E, index_t Ev, T scale, const Rows<T>& q,
+                         const Rows<T>& k, const Rows<T>& v, const Rows<T>* mask, bool causal, const Rows<T>& out,
+                         const T* lse, const Rows<T>& dout, T* dq, AttnScratch<T>& w) {
+    typedef AttnVec<T> A;
+    typedef typename A::V V;
+    constexpr int W = A::W, Q = NB * W;
+    const index_t Ep = w.Ep, Evp = w.Evp;
+    const T nan = std::numeric_limits<T>::quiet_NaN(), inf = std::numeric_limits<T>::infinity();
+    gather_block<T, NB>(q, i0, rows, E, Ep, scale, w.qt.data(), w.qr.data());
+    gather_block<T, NB>(dout, i0, rows, Ev, Evp, T(1), w.dot.data(), w.dor.data());
+    V mx[NB], shift[NB], unused[NB], D[NB];
+    block_scores<T, NB>(i0, rows, S, E, k, mask, causal, w, mx);
+    for (int c = 0; c < NB; ++c)
+        for (int l = 0; l < W; ++l) {
+            const index_t r = c * W + l;
+            // lse of the row; +inf past the block (p = 0 there); -inf (fully masked) gives NaN, as softmax's
+            shift[c][l] = r < rows ? (lse[i0 + r] == -inf ? nan : lse[i0 + r]) : inf;
+            T Dr = 0;  // D = do . o for the row
+            if (r < rows) {
+                const T *gi = dout.row(i0 + r), *oi = out.row(i0 + r);
+                for (index_t d = 0; d < Ev; ++d) Dr += gi[d * dout.s2] * oi[d * out.s2];
+            }
+            D[c][l] = Dr;
+        }
+    block_exp<T, NB>(S, w.st.data(), shift, unused);  // st = p
+    // dp^T = v do^T (S x Q), then ds = p (dp - D) in place
+    A::combine(S, Ev, Q, v.p, v.s1, v.s2, w.dot.data(), Q, w.dpt.data(), Q, false);
+    for (index_t j = 0; j < S; ++j)
+        for (int c = 0; c < NB; ++c) {
+            T* dpj = w.dpt.data() + j * Q + c * W;
+            A::store(dpj, A::load(w.st.data() + j * Q + c * W) * (A::load(dpj) - D[c]));
+        }
+    // dq^T = k^T ds^T (E x Q);  dk += ds^T (scale q);  dv += p^T do
+    A::combine(E, S, Q, k.p, k.s2, k.s1, w.dpt.data(), Q, w.dqt.data(), Q, false);
+    for (index_t r = 0; r < rows; ++r)
+        for (index_t d = 0; d < E; ++d) dq[(i0 + r) * E + d] = scale * w.dqt[d * Q + r];
+    A::combine(S, rows, Ep, w.dpt.data(), Q, 1, w.qr.data(), Ep, w.dk.data(), Ep, true);
+    A::combine(S, rows, Evp, w.st.data(), Q, 1, w.dor.data(), Evp, w.dv.data(), Evp, true);
+}
+
+// dq, dk, dv: this batch element's contiguous (L, E), (S, E), (S, Ev); dK and dV are summed in the scratch. Query
+// blocks as in the forward.
 template <class T>
 void sdpa_backward_batch(index_t L, index_t S, index_t E, index_t Ev, T scale, const Rows<T>& q, const Rows<T>& k,
                          const Rows<T>& v, const Rows<T>* mask, bool causal, const Rows<T>& out, const T* lse,
                          const Rows<T>& dout, T* dq, T* dk, T* dv, AttnScratch<T>& w) {
-    typedef AttnVec<T> A;
-    typedef typename A::V V;
-    constexpr int W = A::W, Q = A::Q;
+    constexpr int W = AttnVec<T>::W;
     const index_t Ep = w.Ep, Evp = w.Evp;
     std::fill(w.dk.begin(), w.dk.end(), T(0));
     std::fill(w.dv.begin(), w.dv.end(), T(0));
-    const T nan = std::numeric_limits<T>::quiet_NaN(), inf = std::numeric_limits<T>::infinity();
-    for (index_t i0 = 0; i0 < L; i0 += Q) {
-        const index_t rows = std::min<index_t>(Q, L - i0);
-        gather_block(q, i0, rows, E, Ep, scale, w.qt.data(), w.qr.data());
-        gather_block(dout, i0, rows, Ev, Evp, T(1), w.dot.data(), w.dor.data());
-        V mx[2], shift[2], unused[2], D[2];
-        block_scores(i0, rows, S, E, k, mask, causal, w, mx);
-        for (int c = 0; c < 2; ++c)
-            for (int l = 0; l < W; ++l) {
-                const index_t r = c * W + l;
-                // lse of the row; +inf past the block (p = 0 there); -inf (fully masked) gives NaN, as softmax's
-                shift[c][l] = r < rows ? (lse[i0 + r] == -inf ? nan : lse[i0 + r]) : inf;
-                T Dr = 0;  // D = do . o for the row
-                if (r < rows) {
-                    const T *gi = dout.row(i0 + r), *oi = out.row(i0 + r);
-                    for (index_t d = 0; d < Ev; ++d) Dr += gi[d * dout.s2] * oi[d * out.s2];
-                }
-                D[c][l] = Dr;
-            }
-        block_exp(S, w.st.data(), shift, unused);  // st = p
-        // dp^T = v do^T (S x Q), then ds = p (dp - D) in place
-        A::combine(S, Ev, Q, v.p, v.s1, v.s2, w.dot.data(), Q, w.dpt.data(), Q, false);
-        for (index_t j = 0; j < S; ++j)
-            for (int c = 0; c < 2; ++c) {
-                T* dpj = w.dpt.data() + j * Q + c * W;
-                A::store(dpj, A::load(w.st.data() + j * Q + c * W) * (A::load(dpj) - D[c]));
-            }
-        // dq^T = k^T ds^T (E x Q);  dk += ds^T (scale q);  dv += p^T do
-        A::combine(E, S, Q, k.p, k.s2, k.s1, w.dpt.data(), Q, w.dqt.data(), Q, false);
-        for (index_t r = 0; r < rows; ++r)
-            for (index_t d = 0; d < E; ++d) dq[(i0 + r) * E + d] = scale * w.dqt[d * Q + r];
-        A::combine(S, rows, Ep, w.dpt.data(), Q, 1, w.qr.data(), Ep, w.dk.data(), Ep, true);
-        A::combine(S, rows, Evp, w.st.data(), Q, 1, w.dor.data(), Evp, w.dv.data(), Evp, true);
+    for (index_t i0 = 0; i0 < L;) {
+        const index_t left = L - i0;
+        if (left > W) {
+            sdpa_backward_block<T, 2>(i0, std::min<index_t>(2 * W, left), S, E, Ev, scale, q, k, v, mask, causal, out,
+                                      lse, dout, dq, w);
+            i0 += 2 * W;
+        } else {
+            sdpa_backward_block<T, 1>(i0, left, S, E, Ev, scale, q, k, v, mask, causal, out, lse, dout, dq, w);
+            i0 += W;
+        }
     }
     for (index_t j = 0; j < S; ++j) {
         for (index_t d = 0; d < E; ++d) dk[j * E + d] = w.dk[j * Ep + d];

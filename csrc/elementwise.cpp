@@ -111,7 +111,48 @@ static void add_entry(const py::array& a_in, const py::array& b_in, const py::ar
     for (index_t i = 0; i < n; ++i) out[i] = ap[i] + bp[i];
 }
 
+// dst = src for two arrays of one shape and dtype, any strides (a transposed gradient made contiguous, slices
+// written into a bigger gradient): rows along the last dim, split between threads. view_of checks both; every
+// offset stays inside the arrays because it is computed from their own shapes and strides.
+template <class T>
+static void copy_entry(const py::array& src_in, const py::array& dst_in) {
+    const View<T> s = view_of<T>(src_in, "copy", "src", false);
+    const View<T> d = view_of<T>(dst_in, "copy", "dst", true);
+    if (s.shape != d.shape)
+        value_error("copy: src " + shape_str(src_in) + " and dst " + shape_str(dst_in) + " must have the same shape");
+    const index_t size = d.size();
+    if (size == 0) return;
+    const index_t nd = d.ndim();
+    if (nd == 0) {
+        *d.data = *s.data;
+        return;
+    }
+    const index_t inner = d.shape[nd - 1], rows = size / inner;
+    const index_t s_inner = s.strides[nd - 1], d_inner = d.strides[nd - 1];
+    py::gil_scoped_release release;
+#pragma omp parallel for schedule(static) if (size >= 4 * kParallelGrain && max_threads() > 1)
+    for (index_t r = 0; r < rows; ++r) {
+        index_t so = 0, dof = 0, rest = r;
+        for (index_t k = nd - 2; k >= 0; --k) {
+            const index_t i = rest % d.shape[k];
+            rest /= d.shape[k];
+            so += i * s.strides[k];
+            dof += i * d.strides[k];
+        }
+        const T* sp = s.data + so;
+        T* dp = d.data + dof;
+        if (s_inner == 1 && d_inner == 1)
+            std::memcpy(dp, sp, inner * sizeof(T));
+        else
+            for (index_t j = 0; j < inner; ++j) dp[j * d_inner] = sp[j * s_inner];
+    }
+}
+
 void register_elementwise(py::module_& m) {
+    m.def("copy", [](const py::array& src, const py::array& dst) {
+        if (float_kind(dst, "copy", "dst") == 0) copy_entry<float>(src, dst);
+        else copy_entry<double>(src, dst);
+    }, py::arg("src"), py::arg("dst"), "dst[...] = src for arrays of one shape and dtype (any strides), on all threads.");
     m.def("add", [](const py::array& a, const py::array& b, const py::array& out) {
         if (float_kind(a, "add", "a") == 0) add_entry<float>(a, b, out);
         else add_entry<double>(a, b, out);

@@ -43,6 +43,31 @@ def add(a, b):
 _PARALLEL_ADD = 1 << 14  # elements: from here on the kernel beats numpy (measured, 1 and 2 threads)
 
 
+def _copyable(dst, src):
+    return (src.shape == dst.shape and src.size >= _PARALLEL_COPY and src.dtype == dst.dtype and src.dtype in _FLOATS
+            and src.flags.aligned and dst.flags.aligned)
+
+
+_PARALLEL_COPY = 1 << 15  # elements: below this numpy's single-threaded copy is as fast
+
+
+def assign(dst, src):
+    """dst[...] = src; big float arrays of one shape are copied on all threads (numpy copies on one)."""
+    if _copyable(dst, src) and dst.flags.writeable:
+        _C.copy(_readable(src), dst)
+    else:
+        dst[...] = src
+
+
+def contiguous(a):
+    """a as a C-contiguous array: a itself, or a copy made on all threads if it is big."""
+    if a.flags.c_contiguous:
+        return a
+    out = np.empty(a.shape, dtype=a.dtype)
+    assign(out, a)
+    return out
+
+
 def linear(x, w, b):
     """x @ wᵀ + b, the bias added by the GEMM as it stores each tile of the output (a fused epilogue): one pass
     over the output, on every thread. The batch dims fold into the GEMM's rows."""

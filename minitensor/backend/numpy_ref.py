@@ -21,6 +21,16 @@ def add(a, b):
     return a + b
 
 
+def assign(dst, src):
+    """dst[...] = src (numpy's broadcasting and casting rules)."""
+    dst[...] = src
+
+
+def contiguous(a):
+    """a as a C-contiguous array (a itself if it already is)."""
+    return np.ascontiguousarray(a)
+
+
 def linear(x, w, b):
     """x (..., in) @ w (out, in)ᵀ + b (out,): a Linear layer's forward."""
     return np.matmul(x, w.T) + b

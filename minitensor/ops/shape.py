@@ -8,7 +8,7 @@ import builtins
 
 import numpy as np
 
-from .. import dtypes
+from .. import backend, dtypes
 from ..autograd import grad_mode
 from ..autograd.function import Function
 from ..tensor import Tensor
@@ -37,14 +37,24 @@ def _mark_view(out, x):
     return out
 
 
+_BIG_COPY = 1 << 15  # elements: copies this big go to backend.kernels (contiguous, assign), which may thread them
+
+
 class Reshape(Function):
     """y = x with a new shape (same elements, same order);  the gradient is g reshaped back."""
 
     @staticmethod
     def forward(ctx, x, shape, strict):
         ctx.shape = x.shape
-        out = x._data.reshape(shape)
-        if strict and out.size and not np.may_share_memory(out, x._data):
+        a = x._data
+        if a.flags.c_contiguous or a.size < _BIG_COPY:
+            out = a.reshape(shape)
+        else:  # a view if the strides allow one; else the copy on the backend's (maybe threaded) copy
+            try:
+                out = a.reshape(shape, copy=False)
+            except (ValueError, TypeError):  # TypeError: numpy < 2.1 has no copy=
+                out = backend.kernels.contiguous(a).reshape(shape)
+        if strict and out.size and not np.may_share_memory(out, a):
             raise RuntimeError(
                 f"view: shape {shape} is not compatible with the input's size and strides (shape "
                 f"{tuple(x.shape)}, strides {x.stride()}); use .reshape(...) instead"
@@ -190,7 +200,7 @@ class Split(Function):
         lead, start = (slice(None),) * d, 0
         for g, n in zip(grads, sizes):
             if g is not None:
-                out[lead + (slice(start, start + n),)] = g._data
+                backend.kernels.assign(out[lead + (slice(start, start + n),)], g._data)
             start += n
         return Tensor._wrap(out), None, None
 

@@ -70,6 +70,8 @@ def assert_close(got, want, magnitude, t, what):
        isa=st.sampled_from(["scalar", "avx2", "avx512"]), seed=st.integers(0, 2 ** 16))
 @example(N=2, H=2, L=17, S=17, E=16, Ev=16, dtype=np.float32, mask="padding", causal=False, layout="seq_major",
          seq_major_out=True, isa="avx512", seed=0)
+@example(N=1, H=2, L=65, S=65, E=32, Ev=32, dtype=np.float32, mask="one_row_masked", causal=True, layout="strided",
+         seq_major_out=False, isa="avx512", seed=1)  # ViT-small's length: blocks of 32, 32 and a one-vector block
 @settings(max_examples=150)
 def test_sdpa_matches_reference(C, N, H, L, S, E, Ev, dtype, mask, causal, layout, seq_major_out, isa, seed):
     if isa not in supported_isas():
