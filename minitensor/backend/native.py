@@ -44,7 +44,7 @@ _PARALLEL_ADD = 1 << 14  # elements: from here on the kernel beats numpy (measur
 
 
 def _copyable(dst, src):
-    return (src.shape == dst.shape and src.size >= _PARALLEL_COPY and src.dtype == dst.dtype and src.dtype in _FLOATS
+    return (isinstance(src, np.ndarray) and src.shape == dst.shape and src.size >= _PARALLEL_COPY and src.dtype == dst.dtype and src.dtype in _FLOATS
             and src.flags.aligned and dst.flags.aligned)
 
 
