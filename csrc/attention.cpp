@@ -163,19 +163,18 @@ void forward(const py::array& q_a, const py::array& k_a, const py::array& v_a, c
     View<T> ov = view_of<T>(out_a, op, "out", true);
     if (ov.shape != std::vector<index_t>{d.N, d.H, d.L, d.Ev})
         value_error(std::string(op) + ": out has shape " + shape_str(out_a) + ", expected " + dims({d.N, d.H, d.L, d.Ev}));
+    // out: any strides with unit stride along Ev (C-contiguous (N, H, L, Ev), or a transpose of (L, N, H, Ev) or
+    // (N, L, H, Ev) that puts the heads side by side); each (n, h, l) row is written through the strides
     const auto& st = ov.strides;
-    const bool row_major = ov.contiguous();
-    const bool seq_major = st[3] == 1 && st[1] == d.Ev && st[0] == d.H * d.Ev && st[2] == d.N * d.H * d.Ev;
-    if (d.B() * d.L * d.Ev > 0 && !(row_major || seq_major))
-        value_error(std::string(op) + ": out must be C-contiguous (N, H, L, Ev) or the (1, 2, 0, 3) transpose of a "
-                    "C-contiguous (L, N, H, Ev) array");
+    if (d.B() * d.L * d.Ev > 0 && d.Ev > 1 && st[3] != 1)
+        value_error(std::string(op) + ": out must have unit stride along its last dim (Ev), got strides " +
+                    dims({st[0], st[1], st[2], st[3]}) + " (in elements)");
     T* lse = output_buffer<T>(lse_a, {d.N, d.H, d.L}, op, "lse");
     const Kernels<T> kn = kernels<T>(isa);
     const T sc = static_cast<T>(scale);
     T* out = ov.data;
     if (d.B() * d.L == 0) return;
-    const index_t sn = row_major ? d.H * d.L * d.Ev : st[0], sh = row_major ? d.L * d.Ev : st[1];
-    const index_t os1 = row_major ? d.Ev : st[2];
+    const index_t sn = st[0], sh = st[1], os1 = st[2];
     py::gil_scoped_release release;
 #pragma omp parallel if (parallel(d))
     {

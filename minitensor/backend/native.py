@@ -210,15 +210,16 @@ def _contiguous(a):
     return a if flags.c_contiguous and flags.aligned else np.require(a, requirements=("C", "A"))
 
 
-def sdpa(q, k, v, mask=None, causal=False, scale=1.0, seq_major_out=False):
+def sdpa(q, k, v, mask=None, causal=False, scale=1.0, out_layout="nhle"):
     """numpy_ref.sdpa on the fused kernel: q, k, v (N, H, ., .) and the mask are read through their strides (no
     copies of the head-split views MultiheadAttention makes, none of a mask broadcast over heads or queries).
-    seq_major_out: out is stored as the transpose of a C-contiguous (L, N, H, Ev) array, so putting the heads back
-    side by side ((L, N, H * Ev)) needs no copy."""
+    out_layout: out (N, H, L, Ev) is stored C-contiguous ("nhle"), or as the transpose of a C-contiguous
+    (L, N, H, Ev) ("lnhe") or (N, L, H, Ev) ("nlhe") array, so putting the heads back side by side ((L, N, H * Ev)
+    or (N, L, H * Ev)) needs no copy."""
     if not _float(q, k, v, mask):
-        return numpy_ref.sdpa(q, k, v, mask, causal, scale, seq_major_out)
+        return numpy_ref.sdpa(q, k, v, mask, causal, scale, out_layout)
     N, H, L, Ev = q.shape[0], q.shape[1], q.shape[2], v.shape[-1]
-    out = np.empty((L, N, H, Ev), q.dtype).transpose(1, 2, 0, 3) if seq_major_out else np.empty((N, H, L, Ev), q.dtype)
+    out = numpy_ref.sdpa_out(N, H, L, Ev, q.dtype, out_layout)
     lse = np.empty((N, H, L), q.dtype)
     _C.sdpa_forward(_readable(q), _readable(k), _readable(v), _mask4(mask, q, k), causal, scale, out, lse)
     return out, lse

@@ -174,13 +174,25 @@ def _sdpa_scores(q, k, mask, causal, scale):
     return scores if mask is None else scores + mask
 
 
-def sdpa(q, k, v, mask=None, causal=False, scale=1.0, seq_major_out=False):
+_SDPA_LAYOUTS = {"nhle": ((0, 1, 2, 3), (0, 1, 2, 3)), "lnhe": ((2, 0, 1, 3), (1, 2, 0, 3)),
+                 "nlhe": ((0, 2, 1, 3), (0, 2, 1, 3))}  # memory order of (N, H, L, Ev), and back
+
+
+def sdpa_out(N, H, L, Ev, dtype, out_layout):
+    """An uninitialised (N, H, L, Ev) array stored in `out_layout`'s order (see sdpa)."""
+    if out_layout not in _SDPA_LAYOUTS:
+        raise ValueError(f"sdpa: out_layout must be one of {sorted(_SDPA_LAYOUTS)}, got {out_layout!r}")
+    to_memory, back = _SDPA_LAYOUTS[out_layout]
+    return np.empty(tuple((N, H, L, Ev)[a] for a in to_memory), dtype).transpose(back)
+
+
+def sdpa(q, k, v, mask=None, causal=False, scale=1.0, out_layout="nhle"):
     """Scaled dot-product attention over batch dims (N, H): q (N, H, L, E), k (N, H, S, E), v (N, H, S, Ev), mask
     additive, broadcastable to (N, H, L, S), or None; causal masks keys j > i. Returns (out (N, H, L, Ev), lse
     (N, H, L)): out = softmax(scale q kᵀ + mask) v and lse the log-sum-exp of each row of scores (what the backward
-    needs to rebuild the weights). A row whose keys are all masked comes out NaN. `seq_major_out` is the native
-    kernel's layout option (out stored as the (1, 2, 0, 3) transpose of an (L, N, H, Ev) array); here it only
-    changes the memory layout."""
+    needs to rebuild the weights). A row whose keys are all masked comes out NaN. `out_layout` is the native
+    kernel's layout option ("nhle", "lnhe", "nlhe": the order of out's dims in memory); here it only changes the
+    memory layout."""
     scores = _sdpa_scores(q, k, mask, causal, scale)
     with np.errstate(invalid="ignore"):
         m = scores.max(axis=-1, keepdims=True)
@@ -188,9 +200,9 @@ def sdpa(q, k, v, mask=None, causal=False, scale=1.0, seq_major_out=False):
         l = e.sum(axis=-1, keepdims=True)
         out = (e / l) @ v
         lse = np.where(m == -np.inf, -np.inf, m + np.log(l))[..., 0]  # -inf: a row with every key masked
-    if seq_major_out:
-        out = np.ascontiguousarray(out.transpose(2, 0, 1, 3)).transpose(1, 2, 0, 3)
-    return out.astype(q.dtype, copy=False), lse.astype(q.dtype, copy=False)
+    stored = sdpa_out(*out.shape, q.dtype, out_layout)
+    stored[...] = out
+    return stored, lse.astype(q.dtype, copy=False)
 
 
 def sdpa_backward(q, k, v, mask, causal, scale, out, lse, g):

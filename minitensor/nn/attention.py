@@ -77,10 +77,24 @@ class MultiheadAttention(Module):
             raise ValueError(f"MultiheadAttention: the last dim of query, key and value must be embed_dim "
                              f"{self.embed_dim}, got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
         same = query is key and key is value
+        fused = not need_weights and not (self.dropout > 0.0 and self.training)
         if not batched:
             query, key, value = (t.unsqueeze(1) for t in (query, key, value))
             key_padding_mask = None if key_padding_mask is None else _unsqueeze0(key_padding_mask)
-        elif self.batch_first:
+        if fused and batched and self.batch_first and query.numel() * key.numel() > 0:
+            # batch-major all the way: (N, H, L, hd) views of the (N, L, E) projections, the output stored
+            # (N, L, H, hd), so the heads side by side and out_proj's result are (N, L, E) as they are: no
+            # transposes, and the residual add after this layer meets two contiguous arrays
+            N, L, E = query.shape
+            S, H, hd = key.shape[1], self.num_heads, self.head_dim
+            q, k, v = self._project(query, query if same else key, query if same else value)
+            mask = self._combined_mask(attn_mask, key_padding_mask, is_causal, N, L, S, q.dtype)
+            q, k, v = (t.reshape(N, t.shape[1], H, hd).permute(0, 2, 1, 3) for t in (q, k, v))
+            if mask is not None and mask.ndim == 3:
+                mask = mask.reshape(N, H, mask.shape[1], S)
+            out = sdpa_fused(q, k, v, mask, False, 1.0 / math.sqrt(hd), out_layout="nlhe")
+            return self.out_proj(out.permute(0, 2, 1, 3).reshape(N, L, E)), None
+        if batched and self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         if same:
             key = value = query
@@ -88,13 +102,13 @@ class MultiheadAttention(Module):
         S, H, hd = key.shape[0], self.num_heads, self.head_dim
         q, k, v = self._project(query, key, value)  # (L, N, E), (S, N, E), (S, N, E)
         mask = self._combined_mask(attn_mask, key_padding_mask, is_causal, N, L, S, q.dtype)
-        if not need_weights and not (self.dropout > 0.0 and self.training) and L * S * N > 0:
+        if fused and L * S * N > 0:
             # one kernel each way, on (N, H, L, hd) views of the projections (no copies); its output is stored
             # (L, N, H, hd), so putting the heads side by side is free
             q, k, v = (t.reshape(t.shape[0], N, H, hd).permute(1, 2, 0, 3) for t in (q, k, v))
             if mask is not None and mask.ndim == 3:
                 mask = mask.reshape(N, H, mask.shape[1], S)
-            out = sdpa_fused(q, k, v, mask, False, 1.0 / math.sqrt(hd), seq_major=True)
+            out = sdpa_fused(q, k, v, mask, False, 1.0 / math.sqrt(hd), out_layout="lnhe")
             out = out.permute(2, 0, 1, 3).reshape(L, N, E)
         else:  # the weights themselves are wanted (or dropped out): spelled out
             q = q.reshape(L, N * H, hd).transpose(0, 1)  # (N*H, L, hd)

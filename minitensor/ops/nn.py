@@ -366,12 +366,12 @@ class ScaledDotProductAttention(Function):
         p = exp(scale q kᵀ + mask - lse),  dv = pᵀ g,  ds = p (g vᵀ - rowsum(g * out)),
         dq = scale ds k,  dk = scale dsᵀ q.
     The mask (additive, numpy, -inf to exclude, broadcastable to (N, H, L, S)) and `causal` are constants, not
-    differentiated. `seq_major` asks the kernel to store out as the transpose of an (L, N, H, Ev) array
-    (MultiheadAttention's head concat)."""
+    differentiated. `out_layout` asks the kernel to store out in another order ("lnhe", "nlhe": the transpose of
+    an (L, N, H, Ev) or (N, L, H, Ev) array, so MultiheadAttention's head concat is a free reshape)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, causal, scale, seq_major):
-        out, lse = backend.kernels.sdpa(q._data, k._data, v._data, mask, causal, scale, seq_major)
+    def forward(ctx, q, k, v, mask, causal, scale, out_layout):
+        out, lse = backend.kernels.sdpa(q._data, k._data, v._data, mask, causal, scale, out_layout)
         out = Tensor._wrap(out)
         ctx.save_for_backward(q, k, v, out)
         ctx.mask, ctx.causal, ctx.scale, ctx.lse = mask, causal, scale, lse
@@ -405,11 +405,11 @@ def _sdpa_backward_composite(q, k, v, mask, causal, scale, g):
     return (ds @ k) * scale, (ds.mT @ q) * scale, p.mT @ g
 
 
-def sdpa_fused(q, k, v, mask=None, causal=False, scale=1.0, seq_major=False):
+def sdpa_fused(q, k, v, mask=None, causal=False, scale=1.0, out_layout="nhle"):
     """scaled dot-product attention of 4-D q (N, H, L, E), k (N, H, S, E), v (N, H, S, Ev) as one fused op; mask an
     additive numpy array broadcastable to (N, H, L, S) or None. Callers check shapes (F.scaled_dot_product_attention,
     MultiheadAttention)."""
-    return ScaledDotProductAttention.apply(q, k, v, mask, causal, scale, seq_major)
+    return ScaledDotProductAttention.apply(q, k, v, mask, causal, scale, out_layout)
 
 
 class Embedding(Function):
