@@ -44,16 +44,15 @@ namespace act_avx512 {
 #endif
 
 template <class T>
-using GeluFn = void (*)(index_t, index_t, const T*, const T*, T*, bool);
-
-template <class T>
-static GeluFn<T> gelu_kernel(Isa isa) {
+GeluFn<T> gelu_kernel(Isa isa) {
 #if MT_X86
     if (isa == Isa::avx512) return act_avx512::gelu_range<T>;
     if (isa == Isa::avx2) return act_avx2::gelu_range<T>;
 #endif
     return act_base::gelu_range<T>;
 }
+template GeluFn<float> gelu_kernel<float>(Isa);
+template GeluFn<double> gelu_kernel<double>(Isa);
 
 template <class T, class F>
 static void elementwise(const py::array& x_in, const py::array& out_arr, const char* op, F fn) {

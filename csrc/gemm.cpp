@@ -152,6 +152,21 @@ static void scale_c(index_t M, index_t N, T beta, T* C, index_t rs_c, index_t cs
 
 static index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
 
+// The GELU epilogue on an m x n block of C (row by row; a strided C through a row buffer).
+template <class T>
+static void gelu_block(T* C, index_t rs_c, index_t cs_c, index_t m, index_t n, GeluFn<T> gelu) {
+    if (cs_c == 1) {
+        for (index_t i = 0; i < m; ++i) gelu(0, n, C + i * rs_c, nullptr, C + i * rs_c, false);
+        return;
+    }
+    std::vector<T> row(n);
+    for (index_t i = 0; i < m; ++i) {
+        for (index_t j = 0; j < n; ++j) row[j] = C[i * rs_c + j * cs_c];
+        gelu(0, n, row.data(), nullptr, row.data(), false);
+        for (index_t j = 0; j < n; ++j) C[i * rs_c + j * cs_c] = row[j];
+    }
+}
+
 // ---------------------------------------------------------------------------------------------- driver
 // Packing buffers for one thread running blocking `b` on problems up to M x N.
 template <class T>
@@ -179,7 +194,8 @@ static bool small_b_in_place(index_t K, index_t N, const Mat<T>& B, const Impl<T
 
 template <class T>
 static void gemm_serial(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, T* C, index_t rs_c,
-                        index_t cs_c, const Impl<T>& impl, const Blocking& b, Workspace<T>& ws, const T* bias) {
+                        index_t cs_c, const Impl<T>& impl, const Blocking& b, Workspace<T>& ws, const T* bias,
+                        GeluFn<T> gelu) {
     const bool pack_a_first = N > 2 * b.NR && !small_row_major(M, K, A);
     const bool b_in_place = small_b_in_place(K, N, B, impl);
     for (index_t jc = 0; jc < N; jc += b.NC) {
@@ -202,6 +218,7 @@ static void gemm_serial(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<
                 } else {
                     impl.macro(mc, nc, kc, Ablk, false, A.rs, A.cs, bsrc, b_rs, Cblk, rs_c, cs_c, alpha, beta_k, bias_k);
                 }
+                if (gelu && pc + kc == K) gelu_block(Cblk, rs_c, cs_c, mc, nc, gelu);
             }
         }
     }
@@ -209,10 +226,11 @@ static void gemm_serial(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<
 
 template <class T>
 void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, T* C, index_t rs_c, index_t cs_c,
-          int threads, Isa isa, const T* bias) {
+          int threads, Isa isa, const T* bias, GeluFn<T> gelu) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0 || alpha == T(0)) {
         scale_c(M, N, beta, C, rs_c, cs_c, bias);
+        if (gelu) gelu_block(C, rs_c, cs_c, M, N, gelu);
         return;
     }
     const Impl<T> impl = impl_for<T>(isa);
@@ -221,7 +239,7 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
     if (nt == 1) {  // no parallel region at all: small problems do not pay for thread start-up
         const FlushSubnormals ftz;
         Workspace<T> ws(b, M, N);
-        gemm_serial(M, N, K, alpha, A, B, beta, C, rs_c, cs_c, impl, b, ws, bias);
+        gemm_serial(M, N, K, alpha, A, B, beta, C, rs_c, cs_c, impl, b, ws, bias, gelu);
         return;
     }
     // A long K and a small C (a weight gradient: 128 x 4160 x 128): the shared B panel would be repacked for every
@@ -242,10 +260,10 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
                     Workspace<T> ws(b, by_cols ? M : hi - lo, by_cols ? hi - lo : N);
                     if (by_cols)
                         gemm_serial(M, hi - lo, K, alpha, A, {B.data + lo * B.cs, B.rs, B.cs}, beta, C + lo * cs_c, rs_c,
-                                    cs_c, impl, b, ws, bias ? bias + lo : nullptr);
+                                    cs_c, impl, b, ws, bias ? bias + lo : nullptr, gelu);
                     else
                         gemm_serial(hi - lo, N, K, alpha, {A.data + lo * A.rs, A.rs, A.cs}, B, beta, C + lo * rs_c, rs_c,
-                                    cs_c, impl, b, ws, bias);
+                                    cs_c, impl, b, ws, bias, gelu);
                 }
             }
             return;
@@ -294,6 +312,7 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
                             impl.pack_a(mc, kc, Ablk, A.rs, A.cs, ap.ptr);
                             impl.macro(mc, nc, kc, ap.ptr, true, 0, 0, bp.ptr, 0, Cblk, rs_c, cs_c, alpha, beta_k, bias_k);
                         }
+                        if (gelu && pc + kc == K) gelu_block(Cblk, rs_c, cs_c, mc, nc, gelu);
                     }
 #pragma omp barrier
                     // (B is repacked next: every thread must be done with it)
@@ -310,14 +329,14 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
                         for (index_t s = 0; s < slivers; ++s) {
                             const index_t j0 = s * b.NR;
                             const index_t n = std::min<index_t>(b.NR, nc - j0);
+                            T* Cs = C + ic * rs_c + (jc + j0) * cs_c;
                             if (a_in_place)
-                                impl.macro(mc, n, kc, Ablk, false, A.rs, A.cs, bp.ptr + j0 * kc, 0,
-                                           C + ic * rs_c + (jc + j0) * cs_c, rs_c, cs_c, alpha, beta_k,
-                                           bias_k ? bias_k + j0 : nullptr);
+                                impl.macro(mc, n, kc, Ablk, false, A.rs, A.cs, bp.ptr + j0 * kc, 0, Cs, rs_c, cs_c,
+                                           alpha, beta_k, bias_k ? bias_k + j0 : nullptr);
                             else
-                                impl.macro(mc, n, kc, shared_a.ptr, true, 0, 0, bp.ptr + j0 * kc, 0,
-                                           C + ic * rs_c + (jc + j0) * cs_c, rs_c, cs_c, alpha, beta_k,
-                                           bias_k ? bias_k + j0 : nullptr);
+                                impl.macro(mc, n, kc, shared_a.ptr, true, 0, 0, bp.ptr + j0 * kc, 0, Cs, rs_c, cs_c,
+                                           alpha, beta_k, bias_k ? bias_k + j0 : nullptr);
+                            if (gelu && pc + kc == K) gelu_block(Cs, rs_c, cs_c, mc, n, gelu);
                         }
                     }
                 }
@@ -327,9 +346,9 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
 }
 
 template void gemm<float>(index_t, index_t, index_t, float, Mat<float>, Mat<float>, float, float*, index_t, index_t, int,
-                          Isa, const float*);
+                          Isa, const float*, GeluFn<float>);
 template void gemm<double>(index_t, index_t, index_t, double, Mat<double>, Mat<double>, double, double*, index_t,
-                           index_t, int, Isa, const double*);
+                           index_t, int, Isa, const double*, GeluFn<double>);
 
 // ---------------------------------------------------------------------------------------------- batched
 // C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b] over any number of batch dims (broadcast batch dims have
@@ -337,7 +356,7 @@ template void gemm<double>(index_t, index_t, index_t, double, Mat<double>, Mat<d
 // few big ones run one after another, each using all threads.
 template <class T>
 static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, bool ta, bool tb, T alpha, T beta, Isa isa,
-                         const T* bias) {
+                         const T* bias, GeluFn<T> gelu) {
     const index_t nd = c.ndim();
     const index_t M = c.shape[nd - 2], N = c.shape[nd - 1];
     const index_t K = ta ? a.shape[nd - 2] : a.shape[nd - 1];
@@ -368,7 +387,7 @@ static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, b
             index_t oa, ob, oc;
             offsets(i, oa, ob, oc);
             gemm<T>(M, N, K, alpha, {a.data + oa, A0.rs, A0.cs}, {b.data + ob, B0.rs, B0.cs}, beta, c.data + oc,
-                    c.strides[nd - 2], c.strides[nd - 1], threads, isa, bias);
+                    c.strides[nd - 2], c.strides[nd - 1], threads, isa, bias, gelu);
         }
         return;
     }
@@ -379,6 +398,7 @@ static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, b
             index_t oa, ob, oc;
             offsets(i, oa, ob, oc);
             scale_c(M, N, beta, c.data + oc, c.strides[nd - 2], c.strides[nd - 1], bias);
+            if (gelu) gelu_block(c.data + oc, c.strides[nd - 2], c.strides[nd - 1], M, N, gelu);
         }
         return;
     }
@@ -391,7 +411,7 @@ static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, b
             index_t oa, ob, oc;
             offsets(i, oa, ob, oc);
             gemm_serial<T>(M, N, K, alpha, {a.data + oa, A0.rs, A0.cs}, {b.data + ob, B0.rs, B0.cs}, beta,
-                           c.data + oc, c.strides[nd - 2], c.strides[nd - 1], impl, impl.blk, ws, bias);
+                           c.data + oc, c.strides[nd - 2], c.strides[nd - 1], impl, impl.blk, ws, bias, gelu);
         }
     }
 }
@@ -412,7 +432,7 @@ Isa parse_isa(const py::object& isa, const char* op) {
 
 template <class T>
 static void gemm_entry(const py::array& a, const py::array& b, const py::array& c, bool ta, bool tb, double alpha,
-                       double beta, Isa isa, const py::object& bias) {
+                       double beta, Isa isa, const py::object& bias, const std::string& activation) {
     View<T> va = view_of<T>(a, "gemm", "a", false), vb = view_of<T>(b, "gemm", "b", false);
     View<T> vc = view_of<T>(c, "gemm", "c", true);
     const index_t nd = vc.ndim();
@@ -439,8 +459,11 @@ static void gemm_entry(const py::array& a, const py::array& b, const py::array& 
                         shape_str(py::cast<py::array>(bias)));
         bias_ptr = vbias.data;
     }
+    GeluFn<T> gelu = nullptr;
+    if (activation == "gelu") gelu = gelu_kernel<T>(isa);
+    else if (activation != "none") value_error("gemm: activation must be 'none' or 'gelu', got '" + activation + "'");
     py::gil_scoped_release release;
-    gemm_batched<T>(va, vb, vc, ta, tb, static_cast<T>(alpha), static_cast<T>(beta), isa, bias_ptr);
+    gemm_batched<T>(va, vb, vc, ta, tb, static_cast<T>(alpha), static_cast<T>(beta), isa, bias_ptr, gelu);
 }
 
 // Peak FLOP/s of this machine for one ISA and dtype, measured with fma_probe on `threads` threads.
@@ -477,17 +500,19 @@ void register_gemm(py::module_& m) {
     m.def(
         "gemm",
         [](const py::array& a, const py::array& b, const py::array& c, bool trans_a, bool trans_b, double alpha,
-           double beta, const py::object& isa, const py::object& bias) {
+           double beta, const py::object& isa, const py::object& bias, const std::string& activation) {
             const Isa chosen = parse_isa(isa);
             const int kind = float_kind(c, "gemm", "c");
-            if (kind == 0) gemm_entry<float>(a, b, c, trans_a, trans_b, alpha, beta, chosen, bias);
-            else gemm_entry<double>(a, b, c, trans_a, trans_b, alpha, beta, chosen, bias);
+            if (kind == 0) gemm_entry<float>(a, b, c, trans_a, trans_b, alpha, beta, chosen, bias, activation);
+            else gemm_entry<double>(a, b, c, trans_a, trans_b, alpha, beta, chosen, bias, activation);
         },
         py::arg("a"), py::arg("b"), py::arg("c"), py::arg("trans_a") = false, py::arg("trans_b") = false,
         py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("isa") = py::none(), py::arg("bias") = py::none(),
+        py::arg("activation") = "none",
         "c[...] = alpha * op(a[...]) @ op(b[...]) + beta * c[...] (+ bias) over equal batch dims; op = transpose when "
         "trans_a / trans_b. a and b may have any strides (0 for broadcast batch dims); c is written in place. bias, "
-        "if given, is a contiguous 1-D array of c's last dim and dtype, added to every row as c is stored.");
+        "if given, is a contiguous 1-D array of c's last dim and dtype, added to every row as c is stored; activation "
+        "'gelu' applies GELU (erf form) to c, block by block as the blocks are finished.");
 }
 
 }  // namespace mt

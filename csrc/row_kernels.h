@@ -35,4 +35,11 @@ struct RowKernels {
 template <class T>
 RowKernels<T> row_kernels(Isa isa);
 
+// GELU on [i0, i1) of flat arrays (elementwise.cpp, per ISA): y = gelu(x), or y = g * gelu'(x) when g is given;
+// y may be x. The GEMM's GELU epilogue runs it on each block of C it has just finished.
+template <class T>
+using GeluFn = void (*)(index_t i0, index_t i1, const T* x, const T* g, T* y, bool tanh_form);
+template <class T>
+GeluFn<T> gelu_kernel(Isa isa);
+
 }  // namespace mt

@@ -232,15 +232,16 @@ class Function:
             return _as_output(out, args, Tensor, None, 0)
         needs = tuple([isinstance(a, Tensor) and a._requires_grad for a in args])
         ctx = Context(cls, needs)
-        grad_mode._set_enabled(False)
+        state = grad_mode._state  # forward records nothing itself: grad mode off while it runs (set directly,
+        state.enabled = False     # as grad_mode._set_enabled does, without two calls per op)
         try:
             out = cls.forward(ctx, *args)
         finally:
-            grad_mode._set_enabled(True)
+            state.enabled = True
 
         ctx.next_functions = tuple([_edge(a) if n else None for a, n in zip(args, needs)])
-        ctx.input_meta = tuple([(a.shape, a.dtype) if n else None for a, n in zip(args, needs)])
-        if anomaly.is_enabled():
+        ctx.input_meta = tuple([(a._data.shape, a._data.dtype) if n else None for a, n in zip(args, needs)])
+        if getattr(anomaly._state, "enabled", False):  # anomaly.is_enabled(), without the call
             ctx._trace = "".join(traceback.format_stack()[:-1])
         if type(out) is tuple:
             outs = tuple(_as_output(o, args, Tensor, ctx, i) for i, o in enumerate(out))

@@ -68,15 +68,17 @@ def contiguous(a):
     return out
 
 
-def linear(x, w, b):
+def linear(x, w, b, activation=None):
     """x @ wᵀ + b, the bias added by the GEMM as it stores each tile of the output (a fused epilogue): one pass
-    over the output, on every thread. The batch dims fold into the GEMM's rows."""
+    over the output, on every thread. The batch dims fold into the GEMM's rows. activation="gelu" applies GELU
+    to each block of the output as the GEMM finishes it, while it is still in cache."""
     if not _float(x, w, b) or x.ndim == 0 or w.ndim != 2 or (b is not None and b.ndim != 1):
-        return numpy_ref.linear(x, w, b)
+        return numpy_ref.linear(x, w, b, activation)
     n = w.shape[0]
     out = np.empty(x.shape[:-1] + (n,), dtype=x.dtype)
     bias = None if b is None else np.ascontiguousarray(b)
-    _C.gemm(_readable(x.reshape(-1, x.shape[-1])), _readable(w).T, out.reshape(-1, n), bias=bias)
+    _C.gemm(_readable(x.reshape(-1, x.shape[-1])), _readable(w).T, out.reshape(-1, n), bias=bias,
+            activation=activation or "none")
     return out
 
 

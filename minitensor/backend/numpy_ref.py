@@ -31,9 +31,12 @@ def contiguous(a):
     return np.ascontiguousarray(a)
 
 
-def linear(x, w, b):
-    """x (..., in) @ w (out, in)ᵀ + b (out,): a Linear layer's forward."""
-    return np.matmul(x, w.T) + b
+def linear(x, w, b, activation=None):
+    """x (..., in) @ w (out, in)ᵀ + b (out,): a Linear layer's forward; activation="gelu": gelu of that."""
+    y = np.matmul(x, w.T) if b is None else np.matmul(x, w.T) + b
+    if activation not in (None, "gelu"):
+        raise ValueError(f"linear: activation must be None or 'gelu', got {activation!r}")
+    return y if activation is None else gelu(y)
 
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])

@@ -5,6 +5,7 @@ import numpy as np
 
 from ..ops.conv import conv2d
 from ..ops.linalg import Linear as _Linear
+from ..ops.linalg import LinearGelu as _LinearGelu
 from ..ops.elementwise import gelu, relu, sigmoid, softplus, tanh
 from ..ops.loss import binary_cross_entropy_with_logits, cross_entropy, l1_loss, mse_loss, nll_loss, one_hot
 from ..ops.nn import dropout as _dropout
@@ -31,6 +32,20 @@ def linear(input, weight, bias=None):
         return _Linear.apply(input, weight, bias)  # the bias add fused into the GEMM
     out = input @ weight.mT
     return out + bias if bias is not None else out
+
+
+def _linear_gelu(input, weight, bias):
+    """gelu(linear(input, weight, bias)) (erf form). With no gradient to record, one kernel call whose GEMM applies
+    GELU to each block of the output while the block is still in cache (one pass over the output instead of
+    two); otherwise the two ops, since backward needs the pre-activation."""
+    from ..autograd import grad_mode
+
+    if (bias is None or not (input.dtype == weight.dtype == bias.dtype) or input.ndim == 0
+            or (grad_mode.is_grad_enabled() and (input.requires_grad or weight.requires_grad or bias.requires_grad))):
+        return gelu(linear(input, weight, bias))
+    if weight.ndim != 2 or input.shape[-1:] != weight.shape[1:] or bias.shape != weight.shape[:1]:
+        return gelu(linear(input, weight, bias))  # linear raises the error
+    return _LinearGelu.apply(input, weight, bias)
 
 
 def softmax(input, dim=None, dtype=None):

@@ -54,7 +54,13 @@ class TransformerEncoderLayer(Module):
         return self.dropout1(out)
 
     def _ff_block(self, x):
-        return self.dropout2(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+        if (self.activation is F.gelu and not (self.training and self.dropout.p > 0)
+                and not any(m._forward_hooks or m._forward_pre_hooks for m in (self.linear1, self.dropout))):
+            # Linear + GELU as one kernel call when no graph is recorded (inference): see F._linear_gelu
+            hidden = F._linear_gelu(x, self.linear1.weight, self.linear1.bias)
+        else:
+            hidden = self.dropout(self.activation(self.linear1(x)))
+        return self.dropout2(self.linear2(hidden))
 
 
 class TransformerEncoder(Module):

@@ -61,6 +61,35 @@ class Linear(Function):
         return gx, gw, gb
 
 
+class LinearGelu(Function):
+    """y = gelu(x Wᵀ + b) (erf form) in one kernel call: the GEMM applies GELU to each block of its output as it
+    finishes it (backend linear, activation="gelu"), one pass over the output instead of two. Nothing is kept
+    but the inputs: backward recomputes x Wᵀ + b and differentiates Linear then gelu (so the op is used where no
+    gradient is recorded, inference, and costs a GEMM more where one is)."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w, b)
+        return backend.kernels.linear(x._data, w._data, b._data, activation="gelu")
+
+    @staticmethod
+    def backward(ctx, g):
+        from ..autograd import grad as autograd_grad
+        from ..autograd import grad_mode
+        from .elementwise import gelu
+
+        x, w, b = ctx.saved_tensors
+        wanted = [i for i, need in enumerate(ctx.needs_input_grad) if need]
+        create_graph = grad_mode.is_grad_enabled()
+        with grad_mode.enable_grad():
+            y = gelu(Linear.apply(x, w, b))
+        grads = autograd_grad([y], [(x, w, b)[i] for i in wanted], [g], create_graph=create_graph)
+        result = [None, None, None]
+        for i, gi in zip(wanted, grads):
+            result[i] = gi
+        return tuple(result)
+
+
 def matmul(a, b):
     a, b = binary_operands(a, b, "matmul")
     if a.ndim == 0 or b.ndim == 0:

@@ -498,6 +498,29 @@ register(
            lambda *a, **kw: _np_lstm_recurrence(*a, **kw)[1], _lstm_recurrence_sample(), supports_size0=False),
 )
 
+
+@st.composite
+def _linear_sample(draw):
+    """x (..., in), W (out, in), b (out,)."""
+    lead = draw(mts.shapes(0, 2, 1, 3))
+    k, n = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return Sample((draw(mts.arrays(lead + (k,), -2.0, 2.0)), draw(mts.arrays((n, k), -1.0, 1.0)),
+                   draw(mts.arrays((n,), -1.0, 1.0))), {})
+
+
+def _linear_gelu(x, w, b):
+    from minitensor.ops.linalg import LinearGelu
+
+    return LinearGelu.apply(x, w, b)
+
+
+# Linear + GELU in one kernel call (the GEMM's GELU epilogue; backward recomputes the product)
+register(
+    OpInfo("linear_gelu", _linear_gelu, lambda x, w, b: 0.5 * (x @ w.T + b) * (1 + _erf((x @ w.T + b) / math.sqrt(2))),
+           _linear_sample(), supports_size0=False,
+           torch_op=lambda x, w, b: _torch().nn.functional.gelu(_torch().nn.functional.linear(x, w, b))),
+)
+
 def get(name):
     for info in OPS:
         if info.name == name:

@@ -6,6 +6,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from minitensor.backend import numpy_ref
+
 from .conftest import Canaried, rtol_for, supported_isas
 
 # sizes around the blocking parameters (MR 4/6, NR 8/16/32, KC 128/256, MC 120/240/480), primes, 0 and 1
@@ -78,13 +80,17 @@ def test_gemm_alpha_beta(C, alpha, beta, dtype):
 @given(m=sizes, n=sizes, k=st.sampled_from([0, 1, 16, 64, 300]), dtype=st.sampled_from([np.float32, np.float64]),
        tb=st.booleans(), beta=st.sampled_from([0.0, 1.0]), gap=st.sampled_from([0, 3]),
        c_layout=st.sampled_from(["rows", "columns"]), batch=st.sampled_from([(), (3,)]),
-       isa=st.sampled_from(supported_isas()), threads=st.sampled_from([1, 2]))
+       isa=st.sampled_from(supported_isas()), threads=st.sampled_from([1, 2]),
+       activation=st.sampled_from(["none", "gelu"]))
 @example(m=241, n=129, k=300, dtype=np.float32, tb=True, beta=0.0, gap=0, c_layout="rows", batch=(), isa="avx512",
-         threads=2)  # a parallel product whose bias must be added once, with the first k block only
-@settings(max_examples=60)
-def test_gemm_bias_epilogue(C, m, n, k, dtype, tb, beta, gap, c_layout, batch, isa, threads):
-    # c = a @ op(b) + beta * c + bias: the bias added to every row as the tiles are stored (Linear's forward),
-    # on every ISA, with row-major or transposed (strided) C, edge tiles and K = 0
+         threads=2, activation="none")  # a parallel product whose bias must be added once, with the first k block
+@example(m=241, n=129, k=300, dtype=np.float32, tb=False, beta=1.0, gap=0, c_layout="columns", batch=(),
+         isa="avx512", threads=2, activation="gelu")  # GELU once, after the last k block, strided C
+@settings(max_examples=80)
+def test_gemm_bias_epilogue(C, m, n, k, dtype, tb, beta, gap, c_layout, batch, isa, threads, activation):
+    # c = act(a @ op(b) + beta * c + bias): the bias added to every row as the tiles are stored (Linear's forward)
+    # and GELU applied to each finished block (activation="gelu"), on every ISA, with row-major or transposed
+    # (strided) C, edge tiles and K = 0
     if isa not in supported_isas():
         isa = supported_isas()[-1]
     rng = np.random.default_rng(m * 7 + n * 3 + k)
@@ -102,13 +108,21 @@ def test_gemm_bias_epilogue(C, m, n, k, dtype, tb, beta, gap, c_layout, batch, i
     previous = C.get_num_threads()
     C.set_num_threads(threads)
     try:
-        C.gemm(a, b, c, trans_b=tb, beta=beta, bias=bias, isa=isa)
+        C.gemm(a, b, c, trans_b=tb, beta=beta, bias=bias, isa=isa, activation=activation)
     finally:
         C.set_num_threads(previous)
     out.check()
     expected = reference(a, b, False, tb) + beta * c0.astype(np.float64) + bias
     tol = rtol_for(dtype, k + 2) * (np.abs(reference(np.abs(a), np.abs(b), False, tb)) + np.abs(c0) + np.abs(bias))
+    if activation == "gelu":  # |gelu'| <= 1.13; the float32 GELU's own error (test_activations) on top
+        expected = numpy_ref.gelu(expected)
+        tol = 1.13 * tol + 64 * np.finfo(dtype).eps * (np.abs(expected) + 1)
     assert (np.abs(c - expected) <= tol + 1e-30).all()
+
+
+def test_gemm_activation_must_be_known(C):
+    with pytest.raises(ValueError, match="gemm: activation must be 'none' or 'gelu', got 'relu'"):
+        C.gemm(np.ones((3, 4), np.float32), np.ones((4, 5), np.float32), np.empty((3, 5), np.float32), activation="relu")
 
 
 def test_gemm_bias_must_match_c(C):

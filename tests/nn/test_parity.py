@@ -265,6 +265,30 @@ def test_transformer_encoder(norm_first, activation):
              lambda x: ours(x, src_key_padding_mask=kpm), rand(3, 5, 8), modules=(t, ours))
 
 
+@pytest.mark.parametrize("backend", ["native", "numpy"])
+def test_transformer_encoder_inference_matches_pytorch(backend):
+    # without a graph the GELU feed-forward is one kernel call (the GEMM's GELU epilogue) and attention runs
+    # batch-major: the same outputs as PyTorch's inference
+    layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu", norm_first=True,
+                                             batch_first=True)
+    t = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    ours_layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation="gelu", norm_first=True, batch_first=True)
+    ours = copy_weights(t, nn.TransformerEncoder(ours_layer, 2).double()).eval()
+    x = rand(3, 5, 8)
+    before = mt.get_backend()
+    mt.set_backend(backend)
+    try:
+        with torch.no_grad():
+            want = t(torch.tensor(x))
+        with mt.no_grad():
+            got = ours(mt.tensor(x))
+        with_graph = ours(mt.tensor(x, requires_grad=True))  # the unfused path
+    finally:
+        mt.set_backend(before)
+    assert_same(got, want, msg="inference output")
+    assert_same(got, with_graph.detach(), msg="fused vs unfused")
+
+
 def test_losses_as_modules():
     logits, target = rand(4, 3), np.array([0, 2, 1, 2])
     for theirs, ours in [(torch.nn.CrossEntropyLoss(label_smoothing=0.1), nn.CrossEntropyLoss(label_smoothing=0.1)),
