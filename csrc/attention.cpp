@@ -12,6 +12,8 @@
 // dtypes and layouts are checked before any memory is touched; errors name the op and the shapes. Threads take
 // whole batch elements, so results do not depend on the thread count. Subnormals are flushed to zero while the
 // kernels run (FlushSubnormals, common.h).
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>

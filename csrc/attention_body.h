@@ -42,31 +42,46 @@ struct AttnVec {
     // multiple of W: blocks of 4 t's x 2 vectors of accumulators stay in registers (a GEMM micro-kernel in
     // miniature), so no sum waits on FMA latency at every step and each loaded vector of x serves 4 rows. `a` is
     // only read one scalar at a time, through its strides: k and v are used in place, never copied.
+    // TN rows of y (TN <= 4, a compile-time count: no per-step test of how many rows are left), columns
+    // [c0, c0 + W * (TWO ? 2 : 1)).
+    template <int TN, bool TWO>
+    static MT_ALWAYS_INLINE void combine_tile(index_t t0, index_t c0, index_t m, const T* a, index_t ats, index_t aus,
+                                              const T* x, index_t ldx, T* y, index_t ldy, bool accumulate) {
+        V acc[TN][2] = {};
+        for (index_t u = 0; u < m; ++u) {
+            const V x0 = load(x + u * ldx + c0);
+            const V x1 = TWO ? load(x + u * ldx + c0 + W) : V{};
+#pragma GCC unroll 4
+            for (int t = 0; t < TN; ++t) {
+                const T at = a[(t0 + t) * ats + u * aus];
+                acc[t][0] += at * x0;
+                if (TWO) acc[t][1] += at * x1;
+            }
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < TN; ++t) {
+            T* yt = y + (t0 + t) * ldy + c0;
+            store(yt, accumulate ? load(yt) + acc[t][0] : acc[t][0]);
+            if (TWO) store(yt + W, accumulate ? load(yt + W) + acc[t][1] : acc[t][1]);
+        }
+    }
+    template <bool TWO>
+    static MT_ALWAYS_INLINE void combine_rows(index_t t0, int tn, index_t c0, index_t m, const T* a, index_t ats,
+                                              index_t aus, const T* x, index_t ldx, T* y, index_t ldy, bool acc) {
+        switch (tn) {
+            case 4: combine_tile<4, TWO>(t0, c0, m, a, ats, aus, x, ldx, y, ldy, acc); break;
+            case 3: combine_tile<3, TWO>(t0, c0, m, a, ats, aus, x, ldx, y, ldy, acc); break;
+            case 2: combine_tile<2, TWO>(t0, c0, m, a, ats, aus, x, ldx, y, ldy, acc); break;
+            default: combine_tile<1, TWO>(t0, c0, m, a, ats, aus, x, ldx, y, ldy, acc); break;
+        }
+    }
     static void combine(index_t rows, index_t m, index_t n, const T* a, index_t ats, index_t aus, const T* x,
                         index_t ldx, T* y, index_t ldy, bool accumulate) {
         for (index_t t0 = 0; t0 < rows; t0 += 4) {
             const int tn = static_cast<int>(std::min<index_t>(4, rows - t0));
             for (index_t c0 = 0; c0 < n; c0 += 2 * W) {
-                const bool two = c0 + 2 * W <= n;
-                V acc[4][2] = {};
-                for (index_t u = 0; u < m; ++u) {
-                    const V x0 = load(x + u * ldx + c0);
-                    const V x1 = two ? load(x + u * ldx + c0 + W) : V{};
-#pragma GCC unroll 4
-                    for (int t = 0; t < 4; ++t) {
-                        if (t >= tn) break;
-                        const T at = a[(t0 + t) * ats + u * aus];
-                        acc[t][0] += at * x0;
-                        acc[t][1] += at * x1;
-                    }
-                }
-#pragma GCC unroll 4
-                for (int t = 0; t < 4; ++t) {
-                    if (t >= tn) break;
-                    T* yt = y + (t0 + t) * ldy + c0;
-                    store(yt, accumulate ? load(yt) + acc[t][0] : acc[t][0]);
-                    if (two) store(yt + W, accumulate ? load(yt + W) + acc[t][1] : acc[t][1]);
-                }
+                if (c0 + 2 * W <= n) combine_rows<true>(t0, tn, c0, m, a, ats, aus, x, ldx, y, ldy, accumulate);
+                else combine_rows<false>(t0, tn, c0, m, a, ats, aus, x, ldx, y, ldy, accumulate);
             }
         }
     }
@@ -76,7 +91,33 @@ struct AttnVec {
 // `xr` is given, row-major into xr (Q x np, zero-padded), times `scale`.
 template <class T, int NB>
 void gather_block(const Rows<T>& x, index_t i0, index_t rows, index_t n, index_t np, T scale, T* xt, T* xr) {
-    constexpr int Q = NB * AttnVec<T>::W;
+    constexpr int W = AttnVec<T>::W, Q = NB * W;
+#if MT_KERNEL_ISA == 2
+    // the transposed copy with masked AVX-512 gathers down each column (W rows at a time; a scalar copy of one
+    // element at a time was a quarter of the forward); rows past `rows` are masked off and come out zero
+    if (!xr && x.s1 > 0 && x.s1 * W < (index_t(1) << 30)) {
+        for (int c = 0; c < NB; ++c) {
+            const index_t cnt = std::clamp<index_t>(rows - c * W, 0, W);
+            const T* base = x.row(i0 + std::min<index_t>(c * W, rows > 0 ? rows - 1 : 0));
+            for (index_t d = 0; d < n; ++d) {
+                typename AttnVec<T>::V v;
+                if constexpr (sizeof(T) == 4) {
+                    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+                                                                             13, 14, 15), _mm512_set1_epi32((int)x.s1));
+                    v = (typename AttnVec<T>::V)_mm512_mask_i32gather_ps(_mm512_setzero_ps(), (__mmask16)((1u << cnt) - 1),
+                                                                        idx, base + d * x.s2, 4);
+                } else {
+                    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                                           _mm256_set1_epi32((int)x.s1));
+                    v = (typename AttnVec<T>::V)_mm512_mask_i32gather_pd(_mm512_setzero_pd(), (__mmask8)((1u << cnt) - 1),
+                                                                        idx, base + d * x.s2, 8);
+                }
+                AttnVec<T>::store(xt + d * Q + c * W, v * scale);
+            }
+        }
+        return;
+    }
+#endif
     std::fill(xt, xt + n * Q, T(0));
     if (xr) std::fill(xr, xr + Q * np, T(0));
     for (index_t r = 0; r < rows; ++r) {
@@ -160,7 +201,26 @@ void sdpa_forward_block(index_t i0, index_t rows, index_t S, index_t E, index_t 
     for (index_t r = 0; r < rows; ++r) {
         const T m = mx[r / W][r % W], sum = l[r / W][r % W], inv = T(1) / sum;
         T* oi = out + (i0 + r) * os1;
-        for (index_t d = 0; d < Ev; ++d) oi[d] = w.ot[d * Q + r] * inv;
+        index_t d = 0;
+#if MT_KERNEL_ISA == 2
+        for (; d < Ev; d += W) {  // column r of o^T, W features at a time: a gather and a masked store
+            const index_t cnt = std::min<index_t>(W, Ev - d);
+            const T* col = w.ot.data() + d * Q + r;
+            if constexpr (sizeof(T) == 4) {
+                const __mmask16 k = (__mmask16)((1u << cnt) - 1);
+                const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                                                         14, 15), _mm512_set1_epi32(Q));
+                _mm512_mask_storeu_ps(oi + d, k, _mm512_mul_ps(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, col, 4),
+                                                               _mm512_set1_ps(inv)));
+            } else {
+                const __mmask8 k = (__mmask8)((1u << cnt) - 1);
+                const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(Q));
+                _mm512_mask_storeu_pd(oi + d, k, _mm512_mul_pd(_mm512_mask_i32gather_pd(_mm512_setzero_pd(), k, idx, col, 8),
+                                                               _mm512_set1_pd(inv)));
+            }
+        }
+#endif
+        for (; d < Ev; ++d) oi[d] = w.ot[d * Q + r] * inv;
         lse[i0 + r] = m == ninf ? ninf : m + std::log(sum);
     }
 }
