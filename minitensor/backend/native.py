@@ -19,7 +19,8 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _readable(a):
     """`a` itself if the C++ side can read it through its strides, else an aligned contiguous copy."""
-    if a.flags.aligned and all(s % a.itemsize == 0 for s in a.strides):
+    flags = a.flags
+    if flags.aligned and (flags.c_contiguous or all(s % a.itemsize == 0 for s in a.strides)):
         return a
     return np.array(a, order="C")
 
@@ -94,6 +95,10 @@ def matmul(a, b):
     if a.ndim == 2 and b.ndim == 2:  # the common case, without the broadcasting below (it costs ~10 us a call)
         out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
         _C.gemm(_readable(a), _readable(b), out)  # the kernel checks that the inner dims agree
+        return out
+    if a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0]:  # a batch of products (attention): likewise
+        out = np.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype)
+        _C.gemm(_readable(a), _readable(b), out)
         return out
     if b.ndim == 2 and a.ndim > 2:
         # (..., M, K) @ (K, N): fold the batch into M, one big GEMM instead of one per batch element
