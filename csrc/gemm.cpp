@@ -235,7 +235,8 @@ void gemm(index_t M, index_t N, index_t K, T alpha, Mat<T> A, Mat<T> B, T beta, 
     }
     const Impl<T> impl = impl_for<T>(isa);
     Blocking b = impl.blk;
-    const int nt = (threads > 1 && M * N * K >= 4 * kParallelGrain) ? threads : 1;
+    // Threads pay from about 3M multiply-adds (measured here: 128^3 runs faster on one thread, 160^3 on two)
+    const int nt = (threads > 1 && M * N * K >= 96 * kParallelGrain) ? threads : 1;
     if (nt == 1) {  // no parallel region at all: small problems do not pay for thread start-up
         const FlushSubnormals ftz;
         Workspace<T> ws(b, M, N);
