@@ -230,8 +230,19 @@ class Function:
             if type(out) is tuple:
                 return tuple(_as_output(o, args, Tensor, None, 0) for o in out)
             return _as_output(out, args, Tensor, None, 0)
-        needs = tuple([isinstance(a, Tensor) and a._requires_grad for a in args])
-        ctx = Context(cls, needs)
+        # the node's inputs in one pass: which need a gradient, the edge each one's gradient goes to, its meta
+        needs, edges, metas = [], [], []
+        for a in args:
+            if isinstance(a, Tensor) and a._requires_grad:
+                needs.append(True)
+                edges.append((a.grad_fn, a._output_nr) if a.grad_fn is not None else (a._grad_accumulator(), 0))
+                metas.append((a._data.shape, a._data.dtype))
+            else:
+                needs.append(False)
+                edges.append(None)
+                metas.append(None)
+        ctx = Context(cls, tuple(needs))
+        ctx.next_functions, ctx.input_meta = tuple(edges), tuple(metas)
         state = grad_mode._state  # forward records nothing itself: grad mode off while it runs (set directly,
         state.enabled = False     # as grad_mode._set_enabled does, without two calls per op)
         try:
@@ -239,10 +250,13 @@ class Function:
         finally:
             state.enabled = True
 
-        ctx.next_functions = tuple([_edge(a) if n else None for a, n in zip(args, needs)])
-        ctx.input_meta = tuple([(a._data.shape, a._data.dtype) if n else None for a, n in zip(args, needs)])
         if getattr(anomaly._state, "enabled", False):  # anomaly.is_enabled(), without the call
             ctx._trace = "".join(traceback.format_stack()[:-1])
+        if type(out) is np.ndarray and out.dtype.kind == "f" and ctx._non_differentiable is None:
+            t = Tensor._wrap(out)  # the usual result: _as_output's work, inline
+            t.grad_fn = ctx
+            t._requires_grad = True
+            return t
         if type(out) is tuple:
             outs = tuple(_as_output(o, args, Tensor, ctx, i) for i, o in enumerate(out))
             ctx.num_outputs = len(outs)
