@@ -9,9 +9,12 @@
 //
 // Packing reads A and B through their strides, so transposed, sliced, negatively strided or broadcast
 // (stride 0) operands cost nothing extra; it also zero-pads partial slivers so the micro-kernel always
-// runs full tiles. Threads split the ic loop (or, when M is one block, the jr loop); every element of C is
+// runs full tiles. A small row-major A or B is read in place instead (B's last vector with a masked load).
+// Threads split the ic loop (or, when M is one block, the jr loop; with a long K and a small C, each thread
+// computes its own rows or columns of C from start to end, without barriers); every element of C is
 // computed by one thread in the same k order whatever the thread count, so results are bitwise identical
-// for 1 or 2 threads. Subnormals are flushed to zero while it runs (FlushSubnormals, common.h).
+// for 1 or 2 threads. Epilogues: a bias added as tiles are stored (first k block), GELU applied to each block
+// of C after its last k block. Subnormals are flushed to zero while it runs (FlushSubnormals, common.h).
 #include "gemm.h"
 
 #include <immintrin.h>
