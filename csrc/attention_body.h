@@ -87,33 +87,37 @@ struct AttnVec {
     }
 };
 
+#if MT_KERNEL_ISA == 2
+// The first `cnt` lanes (cnt <= W) of p[0], p[stride], p[2 * stride], ... as a vector, zero in the others: one
+// masked AVX-512 gather (the lanes past cnt are not read). For the transposes of a query block, in and out.
+template <class T>
+MT_ALWAYS_INLINE typename AttnVec<T>::V gather_lanes(const T* p, index_t stride, index_t cnt) {
+    typedef typename AttnVec<T>::V V;
+    if constexpr (sizeof(T) == 4) {
+        const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                               _mm512_set1_epi32((int)stride));
+        return (V)_mm512_mask_i32gather_ps(_mm512_setzero_ps(), (__mmask16)((1u << cnt) - 1), idx, p, 4);
+    } else {
+        const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)stride));
+        return (V)_mm512_mask_i32gather_pd(_mm512_setzero_pd(), (__mmask8)((1u << cnt) - 1), idx, p, 8);
+    }
+}
+#endif
+
 // Gather rows [i0, i0 + rows) of a (L x n) operand transposed into xt (n x Q; lanes past `rows` zero) and, when
 // `xr` is given, row-major into xr (Q x np, zero-padded), times `scale`.
 template <class T, int NB>
 void gather_block(const Rows<T>& x, index_t i0, index_t rows, index_t n, index_t np, T scale, T* xt, T* xr) {
     constexpr int W = AttnVec<T>::W, Q = NB * W;
 #if MT_KERNEL_ISA == 2
-    // the transposed copy with masked AVX-512 gathers down each column (W rows at a time; a scalar copy of one
-    // element at a time was a quarter of the forward); rows past `rows` are masked off and come out zero
+    // the transposed copy with masked gathers down each column, W rows at a time (one element at a time, it was a
+    // quarter of the forward); the lanes past `rows` come out zero
     if (!xr && x.s1 > 0 && x.s1 * W < (index_t(1) << 30)) {
         for (int c = 0; c < NB; ++c) {
             const index_t cnt = std::clamp<index_t>(rows - c * W, 0, W);
             const T* base = x.row(i0 + std::min<index_t>(c * W, rows > 0 ? rows - 1 : 0));
-            for (index_t d = 0; d < n; ++d) {
-                typename AttnVec<T>::V v;
-                if constexpr (sizeof(T) == 4) {
-                    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-                                                                             13, 14, 15), _mm512_set1_epi32((int)x.s1));
-                    v = (typename AttnVec<T>::V)_mm512_mask_i32gather_ps(_mm512_setzero_ps(), (__mmask16)((1u << cnt) - 1),
-                                                                        idx, base + d * x.s2, 4);
-                } else {
-                    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                                           _mm256_set1_epi32((int)x.s1));
-                    v = (typename AttnVec<T>::V)_mm512_mask_i32gather_pd(_mm512_setzero_pd(), (__mmask8)((1u << cnt) - 1),
-                                                                        idx, base + d * x.s2, 8);
-                }
-                AttnVec<T>::store(xt + d * Q + c * W, v * scale);
-            }
+            for (index_t d = 0; d < n; ++d)
+                AttnVec<T>::store(xt + d * Q + c * W, gather_lanes<T>(base + d * x.s2, x.s1, cnt) * scale);
         }
         return;
     }
@@ -205,19 +209,9 @@ void sdpa_forward_block(index_t i0, index_t rows, index_t S, index_t E, index_t 
 #if MT_KERNEL_ISA == 2
         for (; d < Ev; d += W) {  // column r of o^T, W features at a time: a gather and a masked store
             const index_t cnt = std::min<index_t>(W, Ev - d);
-            const T* col = w.ot.data() + d * Q + r;
-            if constexpr (sizeof(T) == 4) {
-                const __mmask16 k = (__mmask16)((1u << cnt) - 1);
-                const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
-                                                                         14, 15), _mm512_set1_epi32(Q));
-                _mm512_mask_storeu_ps(oi + d, k, _mm512_mul_ps(_mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, idx, col, 4),
-                                                               _mm512_set1_ps(inv)));
-            } else {
-                const __mmask8 k = (__mmask8)((1u << cnt) - 1);
-                const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(Q));
-                _mm512_mask_storeu_pd(oi + d, k, _mm512_mul_pd(_mm512_mask_i32gather_pd(_mm512_setzero_pd(), k, idx, col, 8),
-                                                               _mm512_set1_pd(inv)));
-            }
+            const V col = gather_lanes<T>(w.ot.data() + d * Q + r, Q, cnt) * inv;
+            if constexpr (sizeof(T) == 4) _mm512_mask_storeu_ps(oi + d, (__mmask16)((1u << cnt) - 1), (__m512)col);
+            else _mm512_mask_storeu_pd(oi + d, (__mmask8)((1u << cnt) - 1), (__m512d)col);
         }
 #endif
         for (; d < Ev; ++d) oi[d] = w.ot[d * Q + r] * inv;

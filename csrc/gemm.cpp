@@ -22,7 +22,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <string_view>
 
 #include <unistd.h>
 
@@ -98,12 +97,9 @@ struct Impl {
     bool b_in_place_ok;  // the micro-kernel can read B in place with masked loads (AVX2, AVX-512)
 };
 
-// The kernels of one ISA namespace for (T, W, MR, NV).
-#define MT_IMPL(NS, T, W, MR, NV, KC, MC, NC)                                                                       \
-    Impl<T> {                                                                                                      \
-        NS::macro_kernel<T, W, MR, NV>, NS::pack_a<T, MR>, NS::pack_b<T, W, NV>, {MR, NV * W, KC, MC, NC}, \
-            std::string_view(#NS) != "isa_base"                                                                    \
-    }
+// The kernels of one ISA namespace for (T, W, MR, NV); MASKED: it has masked loads (reads a small B in place).
+#define MT_IMPL(NS, T, W, MR, NV, KC, MC, NC, MASKED) \
+    Impl<T> { NS::macro_kernel<T, W, MR, NV>, NS::pack_a<T, MR>, NS::pack_b<T, W, NV>, {MR, NV * W, KC, MC, NC}, MASKED }
 
 template <class T>
 Impl<T> impl_for(Isa isa);
@@ -124,11 +120,11 @@ Impl<float> impl_for<float>(Isa isa) {
 #if MT_X86
     if (isa == Isa::avx512) {
         const index_t kc = kc_for_l1(32 * sizeof(float));
-        return MT_IMPL(isa_avx512, float, 16, 6, 2, kc, kc == 128 ? 480 : 240, 4096);
+        return MT_IMPL(isa_avx512, float, 16, 6, 2, kc, kc == 128 ? 480 : 240, 4096, true);
     }
-    if (isa == Isa::avx2) return MT_IMPL(isa_avx2, float, 8, 6, 2, 256, 240, 4096);
+    if (isa == Isa::avx2) return MT_IMPL(isa_avx2, float, 8, 6, 2, 256, 240, 4096, true);
 #endif
-    return MT_IMPL(isa_base, float, 4, 4, 2, 256, 128, 4096);
+    return MT_IMPL(isa_base, float, 4, 4, 2, 256, 128, 4096, false);
 }
 
 template <>
@@ -136,11 +132,11 @@ Impl<double> impl_for<double>(Isa isa) {
 #if MT_X86
     if (isa == Isa::avx512) {
         const index_t kc = kc_for_l1(16 * sizeof(double));
-        return MT_IMPL(isa_avx512, double, 8, 6, 2, kc, kc == 128 ? 240 : 120, 4096);
+        return MT_IMPL(isa_avx512, double, 8, 6, 2, kc, kc == 128 ? 240 : 120, 4096, true);
     }
-    if (isa == Isa::avx2) return MT_IMPL(isa_avx2, double, 4, 6, 2, 256, 120, 4096);
+    if (isa == Isa::avx2) return MT_IMPL(isa_avx2, double, 4, 6, 2, 256, 120, 4096, true);
 #endif
-    return MT_IMPL(isa_base, double, 2, 4, 2, 256, 64, 4096);
+    return MT_IMPL(isa_base, double, 2, 4, 2, 256, 64, 4096, false);
 }
 
 // C = beta * C (+ bias): the whole product when K == 0 or alpha == 0
@@ -457,10 +453,11 @@ static void gemm_entry(const py::array& a, const py::array& b, const py::array& 
         if (vc.shape[d] > 1 && vc.strides[d] == 0) value_error("gemm: c must not have broadcast (zero-stride) dims");
     const T* bias_ptr = nullptr;
     if (!bias.is_none()) {
-        const View<T> vbias = view_of<T>(py::cast<py::array>(bias), "gemm", "bias", false);
+        const py::array bias_a = py::cast<py::array>(bias);
+        const View<T> vbias = view_of<T>(bias_a, "gemm", "bias", false);
         if (vbias.ndim() != 1 || vbias.shape[0] != N || !vbias.contiguous())
-            value_error("gemm: bias must be a contiguous 1-D array of " + std::to_string(N) + " elements (c's last dim), got " +
-                        shape_str(py::cast<py::array>(bias)));
+            value_error("gemm: bias must be a contiguous 1-D array of " + std::to_string(N) +
+                        " elements (c's last dim), got " + shape_str(bias_a));
         bias_ptr = vbias.data;
     }
     GeluFn<T> gelu = nullptr;

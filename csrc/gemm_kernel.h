@@ -35,27 +35,11 @@ MT_ALWAYS_INLINE V splat(double x) {
 #endif
 }
 
-// The first `count` lanes (0 <= count <= W) of p as a vector, zero in the others; the first `count` lanes of v
-// stored to p. Nothing past p + count is read or written: AVX-512 and AVX2 mask the access. (A plain loop over
-// the lanes was turned into a call to memcpy by GCC: a call per row of every edge tile.)
-template <class T, class V>
-MT_ALWAYS_INLINE V load_first(const T* p, index_t count) {
-#if MT_KERNEL_ISA == 2
-    if constexpr (sizeof(T) == 4) return (V)_mm512_maskz_loadu_ps((__mmask16)((1u << count) - 1), p);
-    else return (V)_mm512_maskz_loadu_pd((__mmask8)((1u << count) - 1), p);
-#elif MT_KERNEL_ISA == 1
-    if constexpr (sizeof(T) == 4)
-        return (V)_mm256_maskload_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-    else
-        return (V)_mm256_maskload_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(count), _mm256_setr_epi64x(0, 1, 2, 3)));
-#else
-    V v = {};
-    for (index_t l = 0; l < count; ++l) v[l] = p[l];
-    return v;
-#endif
-}
-// A lane mask made once (lane_mask(count): the first count lanes) and used by many loads (masked_load): B's
-// last vector in the in-place micro-kernel. Only AVX-512 and AVX2 kernels read B in place (b_in_place_ok).
+// Masked vector accesses: lane_mask(count) covers the first `count` lanes (0 <= count <= W); masked_load gives
+// those lanes of p and zero in the others, masked_store writes only those lanes. Nothing past p + count is read
+// or written: AVX-512 and AVX2 mask the access, the baseline loops over the lanes. The in-place micro-kernel makes
+// B's mask once and uses it for every k; load_first / store_first make it per call (edge tiles, edge slivers:
+// a plain loop over the lanes there was turned into a call to memcpy by GCC, one per row of every edge tile).
 #if MT_KERNEL_ISA == 2
 template <class T, int W>
 using MaskT = typename std::conditional<sizeof(T) == 4, __mmask16, __mmask8>::type;
@@ -65,6 +49,11 @@ template <class T, class V, class M>
 MT_ALWAYS_INLINE V masked_load(const T* p, M mask) {
     if constexpr (sizeof(T) == 4) return (V)_mm512_maskz_loadu_ps(mask, p);
     else return (V)_mm512_maskz_loadu_pd(mask, p);
+}
+template <class T, class V, class M>
+MT_ALWAYS_INLINE void masked_store(T* p, V v, M mask) {
+    if constexpr (sizeof(T) == 4) _mm512_mask_storeu_ps(p, mask, (__m512)v);
+    else _mm512_mask_storeu_pd(p, mask, (__m512d)v);
 }
 #elif MT_KERNEL_ISA == 1
 template <class T, int W>
@@ -79,28 +68,34 @@ MT_ALWAYS_INLINE V masked_load(const T* p, M mask) {
     if constexpr (sizeof(T) == 4) return (V)_mm256_maskload_ps(p, mask);
     else return (V)_mm256_maskload_pd(p, mask);
 }
+template <class T, class V, class M>
+MT_ALWAYS_INLINE void masked_store(T* p, V v, M mask) {
+    if constexpr (sizeof(T) == 4) _mm256_maskstore_ps(p, mask, (__m256)v);
+    else _mm256_maskstore_pd(p, mask, (__m256d)v);
+}
 #else
 template <class T, int W>
 using MaskT = index_t;  // the count itself
 template <class T, int W>
 MT_ALWAYS_INLINE index_t lane_mask(index_t count) { return count; }
 template <class T, class V, class M>
-MT_ALWAYS_INLINE V masked_load(const T* p, M count) { return load_first<T, V>(p, count); }
+MT_ALWAYS_INLINE V masked_load(const T* p, M count) {
+    V v = {};
+    for (index_t l = 0; l < count; ++l) v[l] = p[l];
+    return v;
+}
+template <class T, class V, class M>
+MT_ALWAYS_INLINE void masked_store(T* p, V v, M count) {
+    for (index_t l = 0; l < count; ++l) p[l] = v[l];
+}
 #endif
-
+template <class T, class V>
+MT_ALWAYS_INLINE V load_first(const T* p, index_t count) {
+    return masked_load<T, V>(p, lane_mask<T, int(sizeof(V) / sizeof(T))>(count));
+}
 template <class T, class V>
 MT_ALWAYS_INLINE void store_first(T* p, V v, index_t count) {
-#if MT_KERNEL_ISA == 2
-    if constexpr (sizeof(T) == 4) _mm512_mask_storeu_ps(p, (__mmask16)((1u << count) - 1), (__m512)v);
-    else _mm512_mask_storeu_pd(p, (__mmask8)((1u << count) - 1), (__m512d)v);
-#elif MT_KERNEL_ISA == 1
-    if constexpr (sizeof(T) == 4)
-        _mm256_maskstore_ps(p, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), (__m256)v);
-    else
-        _mm256_maskstore_pd(p, _mm256_cmpgt_epi64(_mm256_set1_epi64x(count), _mm256_setr_epi64x(0, 1, 2, 3)), (__m256d)v);
-#else
-    for (index_t l = 0; l < count; ++l) p[l] = v[l];
-#endif
+    masked_store<T, V>(p, v, lane_mask<T, int(sizeof(V) / sizeof(T))>(count));
 }
 
 // A is read through strides: element (i, k) of the sliver is a[i * a_rs + k * a_cs]; a packed sliver has
@@ -301,39 +296,34 @@ void pack_b(index_t kc, index_t nc, const T* B, index_t rs, index_t cs, T* Bp, i
     }
 }
 
-// C[mc x nc] (+)= alpha * A @ B (+ bias, one value per column) over one block. B is either packed (b_rs == 0: ceil(nc/NR) slivers of kc x NR) or,
-// for a small product, read in place (row stride b_rs, unit column stride); A is either packed (ceil(mc/MR)
-// slivers of MR x kc) or, when !packed, read in place with strides (a_rs, a_cs). Loop order (jr outer, ir inner)
-// keeps one B sliver in L1 while the A slivers stream from L2, as in BLIS.
+// C[mc x nc] (+)= alpha * A @ B (+ bias, one value per column) over one block. B is either packed (b_rs == 0:
+// ceil(nc/NR) slivers of kc x NR) or, for a small product, read in place (row stride b_rs, unit column stride);
+// A is either packed (ceil(mc/MR) slivers of MR x kc) or, when !packed, read in place with strides (a_rs, a_cs).
+// Loop order (jr outer, ir inner) keeps one B sliver in L1 while the A slivers stream from L2, as in BLIS.
 template <class T, int W, int MR, int NV>
 void macro_kernel(index_t mc, index_t nc, index_t kc, const T* A, bool packed, index_t a_rs, index_t a_cs,
                   const T* B, index_t b_rs, T* C, index_t rs_c, index_t cs_c, T alpha, T beta, const T* bias) {
+    static_assert(NV == 2, "the in-place B dispatch below is written for two vectors");
     constexpr int NR = NV * W;
+    const index_t ars = packed ? 1 : a_rs, acs = packed ? MR : a_cs;
     for (index_t jr = 0; jr < nc; jr += NR) {
         const index_t n = std::min<index_t>(NR, nc - jr);
         const T* b = b_rs ? B + jr : B + (jr / NR) * NR * kc;
+        const T* bi = bias ? bias + jr : nullptr;
         for (index_t ir = 0; ir < mc; ir += MR) {
             const index_t m = std::min<index_t>(MR, mc - ir);
             const T* a = packed ? A + (ir / MR) * MR * kc : A + ir * a_rs;
-            if (b_rs) {
-                static_assert(NV == 2, "the in-place B dispatch below is written for two vectors");
-                const index_t full = n / W;
-                T* c = C + ir * rs_c + jr * cs_c;
-                const T* bi = bias ? bias + jr : nullptr;
-                const index_t ars = packed ? 1 : a_rs, acs = packed ? MR : a_cs;
-                if (full >= 2)
-                    micro_kernel<T, W, MR, NV, true, 2>(kc, a, ars, acs, b, b_rs, c, rs_c, cs_c, m, n, alpha, beta, bi);
-                else if (n > W)
-                    micro_kernel<T, W, MR, NV, true, 1>(kc, a, ars, acs, b, b_rs, c, rs_c, cs_c, m, n, alpha, beta, bi);
-                else if (n == W)  // one vector wide: a one-vector tile, not half the FMAs on zeros
-                    micro_kernel<T, W, MR, 1, true, 1>(kc, a, ars, acs, b, b_rs, c, rs_c, cs_c, m, n, alpha, beta, bi);
-                else
-                    micro_kernel<T, W, MR, 1, true, 0>(kc, a, ars, acs, b, b_rs, c, rs_c, cs_c, m, n, alpha, beta, bi);
-            }
+            T* c = C + ir * rs_c + jr * cs_c;
+            if (!b_rs)
+                micro_kernel<T, W, MR, NV, false>(kc, a, ars, acs, b, 0, c, rs_c, cs_c, m, n, alpha, beta, bi);
+            else if (n >= 2 * W)
+                micro_kernel<T, W, MR, NV, true, 2>(kc, a, ars, acs, b, b_rs, c, rs_c, cs_c, m, n, alpha, beta, bi);
+            else if (n > W)
+                micro_kernel<T, W, MR, NV, true, 1>(kc, a, ars, acs, b, b_rs, c, rs_c, cs_c, m, n, alpha, beta, bi);
+            else if (n == W)  // one vector wide: a one-vector tile, not half the FMAs on zeros
+                micro_kernel<T, W, MR, 1, true, 1>(kc, a, ars, acs, b, b_rs, c, rs_c, cs_c, m, n, alpha, beta, bi);
             else
-                micro_kernel<T, W, MR, NV, false>(kc, a, packed ? 1 : a_rs, packed ? MR : a_cs, b, 0,
-                                                  C + ir * rs_c + jr * cs_c, rs_c, cs_c, m, n, alpha, beta,
-                                                 bias ? bias + jr : nullptr);
+                micro_kernel<T, W, MR, 1, true, 0>(kc, a, ars, acs, b, b_rs, c, rs_c, cs_c, m, n, alpha, beta, bi);
         }
     }
 }
