@@ -235,7 +235,7 @@ class Function:
         for a in args:
             if isinstance(a, Tensor) and a._requires_grad:
                 needs.append(True)
-                edges.append((a.grad_fn, a._output_nr) if a.grad_fn is not None else (a._grad_accumulator(), 0))
+                edges.append(_edge(a))
                 metas.append((a._data.shape, a._data.dtype))
             else:
                 needs.append(False)

@@ -44,17 +44,13 @@ def add(a, b):
 _PARALLEL_ADD = 1 << 14  # elements: from here on the kernel beats numpy (measured, 1 and 2 threads)
 
 
-def _copyable(dst, src):
-    return (isinstance(src, np.ndarray) and src.shape == dst.shape and src.size >= _PARALLEL_COPY and src.dtype == dst.dtype and src.dtype in _FLOATS
-            and src.flags.aligned and dst.flags.aligned)
-
-
 _PARALLEL_COPY = 1 << 15  # elements: below this numpy's single-threaded copy is as fast
 
 
 def assign(dst, src):
     """dst[...] = src; big float arrays of one shape are copied on all threads (numpy copies on one)."""
-    if _copyable(dst, src) and dst.flags.writeable:
+    if (isinstance(src, np.ndarray) and src.shape == dst.shape and src.size >= _PARALLEL_COPY
+            and src.dtype == dst.dtype and src.dtype in _FLOATS and dst.flags.aligned and dst.flags.writeable):
         _C.copy(_readable(src), dst)
     else:
         dst[...] = src

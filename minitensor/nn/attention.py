@@ -82,18 +82,13 @@ class MultiheadAttention(Module):
             query, key, value = (t.unsqueeze(1) for t in (query, key, value))
             key_padding_mask = None if key_padding_mask is None else _unsqueeze0(key_padding_mask)
         if fused and batched and self.batch_first and query.numel() * key.numel() > 0:
-            # batch-major all the way: (N, H, L, hd) views of the (N, L, E) projections, the output stored
-            # (N, L, H, hd), so the heads side by side and out_proj's result are (N, L, E) as they are: no
-            # transposes, and the residual add after this layer meets two contiguous arrays
-            N, L, E = query.shape
-            S, H, hd = key.shape[1], self.num_heads, self.head_dim
-            q, k, v = self._project(query, query if same else key, query if same else value)
-            mask = self._combined_mask(attn_mask, key_padding_mask, is_causal, N, L, S, q.dtype)
-            q, k, v = (t.reshape(N, t.shape[1], H, hd).permute(0, 2, 1, 3) for t in (q, k, v))
-            if mask is not None and mask.ndim == 3:
-                mask = mask.reshape(N, H, mask.shape[1], S)
-            out = sdpa_fused(q, k, v, mask, False, 1.0 / math.sqrt(hd), out_layout="nlhe")
-            return self.out_proj(out.permute(0, 2, 1, 3).reshape(N, L, E)), None
+            # batch-major all the way: the heads of the (N, L, E) projections and the output stored (N, L, H, hd),
+            # so out_proj's result is (N, L, E) as it is: no transposes, and the residual add after this layer
+            # meets two contiguous arrays
+            N, L, _ = query.shape
+            q, k, v = self._project(query, key, value)
+            mask = self._combined_mask(attn_mask, key_padding_mask, is_causal, N, L, key.shape[1], q.dtype)
+            return self.out_proj(self._attend_fused(q, k, v, mask, batch_major=True)), None
         if batched and self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         if same:
@@ -103,13 +98,7 @@ class MultiheadAttention(Module):
         q, k, v = self._project(query, key, value)  # (L, N, E), (S, N, E), (S, N, E)
         mask = self._combined_mask(attn_mask, key_padding_mask, is_causal, N, L, S, q.dtype)
         if fused and L * S * N > 0:
-            # one kernel each way, on (N, H, L, hd) views of the projections (no copies); its output is stored
-            # (L, N, H, hd), so putting the heads side by side is free
-            q, k, v = (t.reshape(t.shape[0], N, H, hd).permute(1, 2, 0, 3) for t in (q, k, v))
-            if mask is not None and mask.ndim == 3:
-                mask = mask.reshape(N, H, mask.shape[1], S)
-            out = sdpa_fused(q, k, v, mask, False, 1.0 / math.sqrt(hd), out_layout="lnhe")
-            out = out.permute(2, 0, 1, 3).reshape(L, N, E)
+            out = self._attend_fused(q, k, v, mask, batch_major=False)
         else:  # the weights themselves are wanted (or dropped out): spelled out
             q = q.reshape(L, N * H, hd).transpose(0, 1)  # (N*H, L, hd)
             k = k.reshape(S, N * H, hd).transpose(0, 1)  # (N*H, S, hd)
@@ -130,6 +119,22 @@ class MultiheadAttention(Module):
         if average_attn_weights:
             weights = weights.mean(dim=1)
         return out, (weights if batched else weights.squeeze(0))
+
+    def _attend_fused(self, q, k, v, mask, batch_major):
+        """Attention of the projections q (L), k, v (S), batch-major (N, ., E) or time-major (., N, E), with the fused
+        kernel, on (N, H, ., hd) views of them (no copies); its output is stored with the heads side by side in the
+        same layout ((N, L, H, hd) or (L, N, H, hd)), so the (N, L, E) or (L, N, E) result is a free reshape."""
+        H, hd = self.num_heads, self.head_dim
+        if batch_major:
+            (N, L, E), S = q.shape, k.shape[1]
+            q, k, v = (t.reshape(N, t.shape[1], H, hd).permute(0, 2, 1, 3) for t in (q, k, v))
+        else:
+            (L, N, E), S = q.shape, k.shape[0]
+            q, k, v = (t.reshape(t.shape[0], N, H, hd).permute(1, 2, 0, 3) for t in (q, k, v))
+        if mask is not None and mask.ndim == 3:
+            mask = mask.reshape(N, H, mask.shape[1], S)
+        out = sdpa_fused(q, k, v, mask, False, 1.0 / math.sqrt(hd), out_layout="nlhe" if batch_major else "lnhe")
+        return out.permute(0, 2, 1, 3).reshape(N, L, E) if batch_major else out.permute(2, 0, 1, 3).reshape(L, N, E)
 
     def _combined_mask(self, attn_mask, key_padding_mask, is_causal, N, L, S, dtype):
         mask = None

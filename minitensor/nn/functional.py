@@ -40,12 +40,12 @@ def _linear_gelu(input, weight, bias):
     two); otherwise the two ops, since backward needs the pre-activation."""
     from ..autograd import grad_mode
 
-    if (bias is None or not (input.dtype == weight.dtype == bias.dtype) or input.ndim == 0
-            or (grad_mode.is_grad_enabled() and (input.requires_grad or weight.requires_grad or bias.requires_grad))):
-        return gelu(linear(input, weight, bias))
-    if weight.ndim != 2 or input.shape[-1:] != weight.shape[1:] or bias.shape != weight.shape[:1]:
-        return gelu(linear(input, weight, bias))  # linear raises the error
-    return _LinearGelu.apply(input, weight, bias)
+    fusable = (bias is not None and input.ndim > 0 and input.dtype == weight.dtype == bias.dtype
+               and weight.ndim == 2 and input.shape[-1:] == weight.shape[1:] and bias.shape == weight.shape[:1]
+               and not (grad_mode.is_grad_enabled()
+                        and (input.requires_grad or weight.requires_grad or bias.requires_grad)))
+    # (anything else takes the two ops; linear raises the errors of bad shapes)
+    return _LinearGelu.apply(input, weight, bias) if fusable else gelu(linear(input, weight, bias))
 
 
 def softmax(input, dim=None, dtype=None):

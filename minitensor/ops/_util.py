@@ -109,3 +109,23 @@ def check_broadcast(op, a, b):
             np.broadcast_shapes(a._data.shape, b._data.shape)
         except ValueError:
             raise broadcast_error(op, a, b) from None
+
+
+def grads_by_recompute(ctx, inputs, recompute, grad_outputs):
+    """The backward of a fused op that keeps only its inputs: rebuild its outputs from `inputs` with the simple ops
+    (`recompute(*inputs)`, a tuple) and differentiate them with autograd.grad against `grad_outputs` (None where an
+    output got no gradient). With create_graph (grad mode on inside backward) the gradients are themselves
+    differentiable. Returns one gradient per forward argument (len(ctx.needs_input_grad)), None where not needed."""
+    from ..autograd import grad as autograd_grad
+
+    wanted = [i for i, need in enumerate(ctx.needs_input_grad) if need]
+    create_graph = grad_mode.is_grad_enabled()
+    with grad_mode.enable_grad():
+        outs = recompute(*inputs)
+    pairs = [(o, g) for o, g in zip(outs, grad_outputs) if g is not None]
+    grads = autograd_grad([o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
+                          create_graph=create_graph, allow_unused=True)
+    result = [None] * len(ctx.needs_input_grad)
+    for i, g in zip(wanted, grads):
+        result[i] = g
+    return tuple(result)

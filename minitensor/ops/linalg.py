@@ -3,7 +3,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd.function import Function
-from ._util import binary_operands, unbroadcast
+from ._util import binary_operands, grads_by_recompute, unbroadcast
 
 
 class Matmul(Function):
@@ -74,20 +74,9 @@ class LinearGelu(Function):
 
     @staticmethod
     def backward(ctx, g):
-        from ..autograd import grad as autograd_grad
-        from ..autograd import grad_mode
         from .elementwise import gelu
 
-        x, w, b = ctx.saved_tensors
-        wanted = [i for i, need in enumerate(ctx.needs_input_grad) if need]
-        create_graph = grad_mode.is_grad_enabled()
-        with grad_mode.enable_grad():
-            y = gelu(Linear.apply(x, w, b))
-        grads = autograd_grad([y], [(x, w, b)[i] for i in wanted], [g], create_graph=create_graph)
-        result = [None, None, None]
-        for i, gi in zip(wanted, grads):
-            result[i] = gi
-        return tuple(result)
+        return grads_by_recompute(ctx, ctx.saved_tensors, lambda x, w, b: (gelu(Linear.apply(x, w, b)),), (g,))
 
 
 def matmul(a, b):

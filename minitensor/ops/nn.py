@@ -10,7 +10,7 @@ from .. import backend
 from ..autograd import grad_mode
 from ..autograd.function import Function
 from ..tensor import Tensor
-from ._util import normalize_dim
+from ._util import grads_by_recompute, normalize_dim
 
 
 class Softmax(Function):
@@ -262,7 +262,9 @@ class LSTMRecurrence(Function):
     def backward(ctx, d_hs, d_hn, d_cn):
         xproj, h0, c0, w_hh = ctx.saved_tensors
         if grad_mode.is_grad_enabled():  # create_graph: differentiate the spelled-out layer
-            return _lstm_recurrence_backward_composite(ctx, xproj, h0, c0, w_hh, d_hs, d_hn, d_cn)
+            return grads_by_recompute(
+                ctx, (xproj, h0, c0, w_hh),
+                lambda *t: lstm_recurrence_reference(*t, ctx.valid, ctx.reverse), (d_hs, d_hn, d_cn))
         k = backend.kernels
         gates, hs, cs, valid, reverse = ctx.gates, ctx.hs, ctx.cs, ctx.valid, ctx.reverse
         steps = gates.shape[0]
@@ -320,21 +322,6 @@ def lstm_recurrence_reference(xproj, h0, c0, w_hh, valid=None, reverse=False):
         h, c = h_new, c_new
         hs[t] = h
     return stack(hs), h, c
-
-
-def _lstm_recurrence_backward_composite(ctx, xproj, h0, c0, w_hh, d_hs, d_hn, d_cn):
-    from ..autograd import grad as autograd_grad
-
-    inputs = (xproj, h0, c0, w_hh)
-    wanted = [i for i, need in enumerate(ctx.needs_input_grad[:4]) if need]
-    outs = lstm_recurrence_reference(xproj, h0, c0, w_hh, ctx.valid, ctx.reverse)
-    pairs = [(o, g) for o, g in zip(outs, (d_hs, d_hn, d_cn)) if g is not None]
-    grads = autograd_grad([o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
-                          create_graph=True, allow_unused=True)
-    result = [None] * 6
-    for i, g in zip(wanted, grads):
-        result[i] = g
-    return tuple(result)
 
 
 def lstm_recurrence(xproj, h0, c0, w_hh, valid=None, reverse=False):

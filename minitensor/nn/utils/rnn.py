@@ -36,9 +36,17 @@ def _lengths_array(lengths):
 
 
 def _packed_rows(batch_sizes, order, batch):
-    """Where each packed row comes from in a time-major (T, B) layout, as flat indices t * B + n."""
-    return np.array([t * batch + int(order[j]) for t in range(len(batch_sizes)) for j in range(int(batch_sizes[t]))],
-                    dtype=np.int64)
+    """Where each packed row comes from in a time-major (T, B) layout, as flat indices t * B + n: step t holds the
+    first batch_sizes[t] sequences of `order`."""
+    steps = np.repeat(np.arange(len(batch_sizes)), batch_sizes)
+    rank = np.arange(len(steps)) - np.repeat(np.cumsum(batch_sizes) - batch_sizes, batch_sizes)
+    return steps * batch + np.asarray(order, dtype=np.int64)[rank]
+
+
+def _batch_sizes(sorted_lengths):
+    """How many of the sequences (longest first) have a step t, for every t < the longest length."""
+    steps = int(sorted_lengths.max(initial=0))
+    return (sorted_lengths[:, None] > np.arange(steps)).sum(axis=0).astype(np.int64)
 
 
 def _order(sequence):
@@ -80,8 +88,7 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
         order = np.argsort(-lengths, kind="stable")
         sorted_indices = Tensor(order.astype(np.int64))
         unsorted_indices = Tensor(np.argsort(order, kind="stable").astype(np.int64))
-    sorted_lengths = lengths[order]
-    batch_sizes = np.array([(sorted_lengths > t).sum() for t in range(int(lengths.max(initial=0)))], dtype=np.int64)
+    batch_sizes = _batch_sizes(lengths[order])
     index = _packed_rows(batch_sizes, order, batch)
     return PackedSequence(x.reshape(steps * batch, *x.shape[2:])[index], Tensor(batch_sizes), sorted_indices,
                           unsorted_indices)
@@ -115,7 +122,7 @@ def packed_lengths(sequence):
     """Each sequence's length, in the original batch order (an int64 array)."""
     batch_sizes, order = sequence.batch_sizes._data, _order(sequence)
     lengths = np.empty(len(order), dtype=np.int64)
-    lengths[order] = [(batch_sizes > j).sum() for j in range(len(order))]
+    lengths[order] = (batch_sizes[:, None] > np.arange(len(order))).sum(axis=0)  # the j-th longest: steps with > j
     return lengths
 
 
