@@ -146,3 +146,31 @@ def test_custom_function_misuse():
         Twice.apply(mt.ones(3, requires_grad=True)).sum().backward()
     with pytest.raises(TypeError, match="do not instantiate a Function"):
         Twice()
+
+
+def test_lstm_layer_and_packed_input_errors():
+    from minitensor.ops.nn import lstm_recurrence
+
+    x, h = mt.zeros(3, 2, 8), mt.zeros(2, 2)
+    with pytest.raises(ValueError, match=r"lstm_recurrence: xproj must be \(L, N, 4H\) with L > 0, got \(3, 2, 7\)"):
+        lstm_recurrence(mt.zeros(3, 2, 7), h, h, mt.zeros(8, 2))
+    with pytest.raises(ValueError, match=r"lstm_recurrence: w_hh has shape \(8, 3\), expected \(8, 2\)"):
+        lstm_recurrence(x, h, h, mt.zeros(8, 3))
+    with pytest.raises(ValueError, match="lstm_recurrence: c0 has dtype float64, expected float32"):
+        lstm_recurrence(x, h, mt.zeros(2, 2, dtype=mt.float64), mt.zeros(8, 2))
+    with pytest.raises(ValueError, match=r"lstm_recurrence: valid must be a bool array of shape \(3, 2\)"):
+        lstm_recurrence(x, h, h, mt.zeros(8, 2), valid=np.ones((2, 3), bool))
+    lstm = mt.nn.LSTM(4, 2)
+    packed = mt.nn.utils.rnn.pack_padded_sequence(mt.zeros(3, 2, 5), [3, 2])
+    with pytest.raises(ValueError, match=r"LSTM: expected packed data \(sum of lengths, 4\), got \(5, 5\)"):
+        lstm(packed)
+
+
+def test_seq2seq_source_padding_must_be_trailing():
+    from minitensor.models.seq2seq import Seq2Seq
+
+    model = Seq2Seq(10, 10, emb_dim=4, hidden_size=4)
+    with pytest.raises(ValueError, match="Seq2Seq: the source padding must come after each sequence's tokens"):
+        model.encode(mt.tensor([[5, 0, 6]]))
+    with pytest.raises(ValueError, match=r"Seq2Seq: source sequence 1 has no tokens \(all <pad>\)"):
+        model.encode(mt.tensor([[5, 6, 0], [0, 0, 0]]))
