@@ -4,6 +4,8 @@ import pytest
 
 import minitensor as mt
 
+from optional_torch import needs_torch, torch
+
 
 def test_default_dtypes_follow_pytorch():
     assert mt.tensor([1.0, 2.0]).dtype == mt.float32
@@ -100,9 +102,6 @@ def test_tensor_copies_its_input():
     assert t[0].item() == 0.0
 
 
-torch = pytest.importorskip("torch", reason="PyTorch is not installed: repr parity needs it")
-
-
 @pytest.mark.parametrize("make", [
     lambda m: m.tensor([1.0, 2.0, 3.0]),
     lambda m: m.tensor([[1.5, -2.25], [3.0, 4.125]]),
@@ -115,5 +114,6 @@ torch = pytest.importorskip("torch", reason="PyTorch is not installed: repr pari
     lambda m: m.tensor([[1.0, 2.0]], requires_grad=True),
     lambda m: m.arange(12.0).reshape(2, 2, 3),
 ], ids=["floats", "matrix", "ints", "scalar", "bools", "float64", "sci", "empty", "requires_grad", "3d"])
+@needs_torch
 def test_repr_matches_pytorch(make):
     assert repr(make(mt)) == repr(make(torch)).replace("torch.", "minitensor.")

@@ -14,6 +14,8 @@ from minitensor.data import (MNIST, DataLoader, LanguageOfNumberWords, NumberWor
                              word_tokenize, write_idx)
 from minitensor.data import mnist as mnist_module
 
+from optional_torch import needs_torch, torch
+
 BUNDLED_SHA256 = {
     "train-images-idx3-ubyte.gz": "e3eade0eaea87b4de9e834e4cdbe9fd59dee184933a81e933afd9266a585518c",
     "train-labels-idx1-ubyte.gz": "588fd70c0d2dc4725ae7718f331fe88cff7986b2cfd16a7b350da1709badbf27",
@@ -205,9 +207,8 @@ def test_pad_batch_and_padding_mask():
 
 
 @pytest.mark.parametrize("n, replicas, drop_last", [(10, 3, False), (10, 3, True), (2, 3, False), (12, 4, False)])
+@needs_torch
 def test_distributed_sampler_shards_like_torch(n, replicas, drop_last):
-    import torch.utils.data
-
     from minitensor.data import DistributedSampler
 
     for rank in range(replicas):
@@ -215,6 +216,12 @@ def test_distributed_sampler_shards_like_torch(n, replicas, drop_last):
         theirs = torch.utils.data.DistributedSampler(range(n), num_replicas=replicas, rank=rank, shuffle=False,
                                                      drop_last=drop_last)
         assert list(ours) == list(theirs) and len(ours) == len(theirs)
+
+
+@pytest.mark.parametrize("n, replicas, drop_last", [(10, 3, False), (10, 3, True), (2, 3, False), (12, 4, False)])
+def test_distributed_sampler_shuffled_shards_partition_one_permutation(n, replicas, drop_last):
+    from minitensor.data import DistributedSampler
+
     shards = []
     for rank in range(replicas):  # shuffled: the ranks' shards partition one permutation (padded by wrapping)
         sampler = DistributedSampler(range(n), num_replicas=replicas, rank=rank, seed=4, drop_last=drop_last)

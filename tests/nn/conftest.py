@@ -1,9 +1,6 @@
 import numpy as np
-import pytest
 
 import minitensor as mt
-
-torch = pytest.importorskip("torch", reason="PyTorch is not installed: nn parity tests need it (.ci/run installs it)")
 
 
 def to_mt(t, requires_grad=False):

@@ -3,11 +3,11 @@ import copy
 
 import numpy as np
 import pytest
-import torch
 
 import minitensor as mt
 from minitensor import nn
 
+from optional_torch import needs_torch, torch
 from .conftest import assert_same
 
 
@@ -25,18 +25,15 @@ class Block(nn.Module):
         return self.norm(self.fc(x)) * self.scale
 
 
-class _TorchBlock(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc = torch.nn.Linear(3, 4)
-        self.norm = torch.nn.LayerNorm(4)
-        self.scale = torch.nn.Parameter(torch.ones(1))
-        self.register_buffer("steps", torch.zeros(1))
-        self.register_buffer("cache", torch.zeros(2), persistent=False)
-
-
-def _TorchBlockSeq():
-    return torch.nn.Sequential(_TorchBlock(), torch.nn.ReLU(), _TorchBlock())
+def _torch_block():
+    """PyTorch's twin of Block (its parameters and buffers, registered in the same order)."""
+    block = torch.nn.Module()
+    block.fc = torch.nn.Linear(3, 4)
+    block.norm = torch.nn.LayerNorm(4)
+    block.scale = torch.nn.Parameter(torch.ones(1))
+    block.register_buffer("steps", torch.zeros(1))
+    block.register_buffer("cache", torch.zeros(2), persistent=False)
+    return block
 
 
 def test_registration_and_traversal():
@@ -47,7 +44,6 @@ def test_registration_and_traversal():
     assert [n for n, _ in m.named_buffers()] == ["0.steps", "0.cache", "2.steps", "2.cache"]
     # as in PyTorch: each module's own parameters, then its persistent buffers, then its children
     assert list(m.state_dict())[:6] == ["0.scale", "0.steps", "0.fc.weight", "0.fc.bias", "0.norm.weight", "0.norm.bias"]
-    assert list(m.state_dict()) == list(_TorchBlockSeq().state_dict())
     assert [n for n, _ in m.named_modules()] == ["", "0", "0.fc", "0.norm", "1", "2", "2.fc", "2.norm"]
     assert len(list(m.children())) == 3 and m[0].plain == 5
     shared = nn.Linear(2, 2)
@@ -55,6 +51,14 @@ def test_registration_and_traversal():
     assert len(list(twice.parameters())) == 2  # shared parameters are listed once
 
 
+@needs_torch
+def test_state_dict_keys_match_pytorch():
+    ours = nn.Sequential(Block(), nn.ReLU(), Block())
+    theirs = torch.nn.Sequential(_torch_block(), torch.nn.ReLU(), _torch_block())
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+
+
+@needs_torch
 def test_state_dict_keys_match_pytorch_for_a_composite_model():
     ours = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 2)
     theirs = torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2, 16), 2, enable_nested_tensor=False)
@@ -119,6 +123,7 @@ def test_forward_hooks():
     assert m(mt.ones(1, 2)).abs().sum().item() > 0
 
 
+@needs_torch
 def test_repr_matches_pytorch():
     pairs = [(nn.Linear(3, 4), torch.nn.Linear(3, 4)), (nn.Conv2d(1, 64, 7, stride=7), torch.nn.Conv2d(1, 64, 7, stride=7)),
              (nn.Sequential(nn.Linear(3, 4), nn.ReLU()), torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU())),
@@ -213,6 +218,7 @@ def test_position_encodings():
         learned(mt.zeros(1, 11, 4))
 
 
+@needs_torch
 def test_clip_grad_norm_and_value_match_pytorch():
     rng = np.random.default_rng(0)
     grads = [rng.standard_normal((3, 4)), rng.standard_normal(5)]
@@ -243,6 +249,7 @@ def test_parameters_to_vector_and_back():
         nn.utils.vector_to_parameters(mt.zeros(3), m.parameters())
 
 
+@needs_torch
 def test_load_pytorch_weights_saved_with_safetensors(tmp_path):
     safetensors_torch = pytest.importorskip("safetensors.torch", reason="safetensors is not installed")
     theirs = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))

@@ -7,7 +7,8 @@ import minitensor as mt
 from minitensor import nn, optim
 from minitensor.optim import lr_scheduler
 
-torch = pytest.importorskip("torch", reason="PyTorch is not installed: optimizer parity tests need it")
+from optional_torch import needs_torch, torch
+
 
 SHAPES = [(3, 4), (5,)]
 
@@ -54,6 +55,7 @@ ADAM_OPTIONS = [dict(), dict(lr=0.01, betas=(0.8, 0.99)), dict(weight_decay=0.1)
                 dict(amsgrad=True, weight_decay=0.05, maximize=True), dict(eps=1e-3)]
 
 
+@needs_torch
 @pytest.mark.parametrize("kwargs", SGD_OPTIONS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_sgd_matches_pytorch(kwargs, dtype):
@@ -61,6 +63,7 @@ def test_sgd_matches_pytorch(kwargs, dtype):
     assert_params_equal(ours, theirs, dtype)
 
 
+@needs_torch
 @pytest.mark.parametrize("name", ["Adam", "AdamW"])
 @pytest.mark.parametrize("kwargs", ADAM_OPTIONS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -69,6 +72,7 @@ def test_adam_matches_pytorch(name, kwargs, dtype):
     assert_params_equal(ours, theirs, dtype)
 
 
+@needs_torch
 @pytest.mark.parametrize("name,kwargs", [("SGD", dict(lr=0.1, momentum=0.9)), ("AdamW", dict(lr=0.01))])
 def test_param_groups_with_their_own_lr(name, kwargs):
     ours, theirs, o_opt, _ = run(getattr(optim, name), getattr(torch.optim, name), kwargs, groups=True)
@@ -78,6 +82,7 @@ def test_param_groups_with_their_own_lr(name, kwargs):
 
 @pytest.mark.parametrize("name,kwargs", [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", dict(amsgrad=True)),
                                          ("AdamW", dict(lr=0.01))])
+@needs_torch
 def test_state_dict_round_trip_continues_identically(name, kwargs):
     cls = getattr(optim, name)
     ours, _, o_opt, _ = run(cls, getattr(torch.optim, name), kwargs, steps=10)
@@ -96,6 +101,7 @@ def test_state_dict_round_trip_continues_identically(name, kwargs):
         np.testing.assert_array_equal(p.detach().numpy(), q.detach().numpy())
 
 
+@needs_torch
 @pytest.mark.parametrize("name,kwargs", [("SGD", dict(lr=0.1, momentum=0.9)), ("Adam", dict(amsgrad=True))])
 def test_loading_a_pytorch_optimizer_state_dict(name, kwargs):
     ours, theirs, _, t_opt = run(getattr(optim, name), getattr(torch.optim, name), kwargs, steps=10)
@@ -111,6 +117,7 @@ def test_loading_a_pytorch_optimizer_state_dict(name, kwargs):
     assert_params_equal(fresh, theirs)
 
 
+@needs_torch
 def test_state_dict_structure_matches_pytorch():
     _, _, o_opt, t_opt = run(optim.Adam, torch.optim.Adam, dict(amsgrad=True), steps=3)
     ours, theirs = o_opt.state_dict(), t_opt.state_dict()
@@ -171,25 +178,30 @@ def sequences(make_ours, make_theirs, steps=30, opt="SGD"):
         assert np.allclose(np.asarray(ma, dtype=float), np.asarray(mb, dtype=float), rtol=1e-12)
 
 
+@needs_torch
 def test_step_lr():
     sequences(lambda o: lr_scheduler.StepLR(o, 7, gamma=0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 7, gamma=0.5))
 
 
+@needs_torch
 def test_lambda_lr():
     fn = lambda epoch: 0.95 ** epoch  # noqa: E731
     sequences(lambda o: lr_scheduler.LambdaLR(o, fn), lambda o: torch.optim.lr_scheduler.LambdaLR(o, fn))
 
 
+@needs_torch
 def test_cosine_annealing_past_t_max():
     sequences(lambda o: lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=0.001),
               lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=0.001), steps=35)
 
 
+@needs_torch
 def test_linear_warmup():
     sequences(lambda o: lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=8),
               lambda o: torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=8))
 
 
+@needs_torch
 def test_warmup_then_cosine_with_sequential_lr():
     def ours(o):
         return lr_scheduler.SequentialLR(o, [lr_scheduler.LinearLR(o, 0.01, total_iters=5),
@@ -202,6 +214,7 @@ def test_warmup_then_cosine_with_sequential_lr():
     sequences(ours, theirs)
 
 
+@needs_torch
 @pytest.mark.parametrize("opt", ["SGD", "Adam"])
 @pytest.mark.parametrize("kwargs", [dict(), dict(three_phase=True), dict(anneal_strategy="linear", pct_start=0.25)])
 def test_one_cycle_lr_with_momentum_cycling(opt, kwargs):
