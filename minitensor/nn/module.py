@@ -5,6 +5,7 @@ Assigning a Parameter, a Module or a registered buffer to an attribute registers
 as in PyTorch, so state dicts move between the two frameworks.
 """
 from collections import OrderedDict, namedtuple
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -271,30 +272,33 @@ class Module:
         """Copy values into this module's parameters and buffers (in place, cast to their dtype).
 
         Values may be minitensor tensors, numpy arrays or anything with __array__ (PyTorch tensors). Every
-        missing, unexpected or mis-shaped key is reported; with strict=True any of them raises.
+        value is checked before anything is copied, so on an error the module is left as it was; the
+        RuntimeError names every missing, unexpected, mis-shaped or unusable key (PyTorch's messages).
+        Missing and unexpected keys are errors only with strict=True.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict).__name__}.")
         own = self.state_dict(keep_vars=True)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
-        mismatched, arrays = [], {}
+        bad_values, arrays = [], {}
         for key, target in own.items():
-            if key not in state_dict:
-                continue
-            value = _to_array(state_dict[key], key)
-            if value.shape != target.shape:
-                mismatched.append(f"size mismatch for {key}: copying a param with shape {value.shape} from "
-                                  f"checkpoint, the shape in current model is {tuple(target.shape)}.")
-            else:
-                arrays[key] = value
+            if key in state_dict:
+                value = _to_array(state_dict[key])
+                problem = _copy_problem(key, state_dict[key], value, target)
+                if problem:
+                    bad_values.append(problem)
+                else:
+                    arrays[key] = value
         problems = []
         if strict and unexpected:
             problems.append("Unexpected key(s) in state_dict: " + ", ".join(f'"{k}"' for k in unexpected) + ".")
         if strict and missing:
             problems.append("Missing key(s) in state_dict: " + ", ".join(f'"{k}"' for k in missing) + ".")
-        problems.extend(mismatched)
+        problems.extend(bad_values)
         if problems:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(problems))
-        with no_grad():
+        with no_grad():  # nothing below can fail: every value was checked above
             for key, value in arrays.items():
                 target = own[key]
                 np.copyto(target._data, value, casting="unsafe")
@@ -320,14 +324,38 @@ class Module:
         return sorted(set(super().__dir__()) | set(self._parameters) | set(self._buffers) | set(self._modules))
 
 
-def _to_array(value, key):
+def _to_array(value):
+    """A state dict value as a numpy array, or None if it is not array-like (PyTorch accepts tensors only)."""
     if isinstance(value, Tensor):
         return value._data
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "detach") and hasattr(value, "numpy"):  # a PyTorch tensor
-        return value.detach().cpu().numpy()
-    try:
-        return np.asarray(value)
-    except Exception as exc:
-        raise TypeError(f"load_state_dict: value for {key!r} is a {type(value).__name__}, not an array") from exc
+        value = value.detach().cpu()
+        try:
+            return value.numpy()
+        except (TypeError, RuntimeError):  # bfloat16 and float8 have no numpy dtype: float32 holds them exactly
+            return value.float().numpy() if value.is_floating_point() else None
+    if hasattr(value, "__array__"):
+        try:
+            return np.asarray(value)
+        except Exception:  # noqa: BLE001 - a broken __array__ is reported like any non-array value
+            return None
+    return None
+
+
+def _copy_problem(key, given, value, target):
+    """Why `given` (as the array `value`, None if not array-like) cannot be copied into the tensor `target`
+    (PyTorch's wording), or None."""
+    if value is None:
+        return (f'While copying the parameter named "{key}", expected a tensor or array from checkpoint but '
+                f"received {type(given).__name__}")
+    if value.dtype.kind not in "biuf":  # complex would lose its imaginary part; strings and objects are no numbers
+        return (f'While copying the parameter named "{key}", expected a real number dtype from checkpoint but '
+                f"received {value.dtype}")
+    if value.shape != target.shape:
+        return (f"size mismatch for {key}: copying a param with shape {value.shape} from checkpoint, the shape in "
+                f"current model is {tuple(target.shape)}.")
+    if not target._data.flags.writeable:
+        return f'While copying the parameter named "{key}", the tensor in the current model is read-only'
+    return None

@@ -4,6 +4,7 @@ Updates happen in place on the parameters' arrays, outside the graph; each bumps
 counter, so a graph that saved the old value notices if it is used afterwards.
 """
 import copy
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -97,8 +98,21 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Load a state dict from state_dict() (this framework's or PyTorch's: tensors are converted)."""
+        """Load a state dict from state_dict() (this framework's or PyTorch's: tensors are converted).
+
+        Everything is checked before anything changes: on a ValueError (which names the parameter and entry)
+        the optimizer keeps its state and hyperparameters. Tensor state other than 'step' must have its
+        parameter's shape (momentum buffers and Adam's moments do).
+        """
+        if not isinstance(state_dict, Mapping):
+            raise ValueError(f"optimizer state dict must be a dict, got {type(state_dict).__name__}")
+        if not {"state", "param_groups"} <= set(state_dict):
+            raise ValueError("optimizer state dict must be a dict with 'state' and 'param_groups', got keys "
+                             f"{sorted(map(str, state_dict))}")
         groups = state_dict["param_groups"]
+        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, Mapping) and isinstance(
+                g.get("params"), (list, tuple)) for g in groups):
+            raise ValueError("loaded state dict's param_groups must be a list of dicts with a 'params' list")
         if len(groups) != len(self.param_groups):
             raise ValueError(f"loaded state dict has {len(groups)} parameter groups, the optimizer has "
                              f"{len(self.param_groups)}")
@@ -110,14 +124,19 @@ class Optimizer:
         for mine, theirs in zip(self.param_groups, groups):
             for p, i in zip(mine["params"], theirs["params"]):
                 params[i] = p
-        self.state = {}
+        if not isinstance(state_dict["state"], Mapping):
+            raise ValueError(f"loaded state dict's state must be a dict, got {type(state_dict['state']).__name__}")
+        state = {}
         for i, values in state_dict["state"].items():
-            p = params[int(i)]
-            self.state[p] = {k: _as_state_value(k, v, p) for k, v in values.items()}
-        for mine, theirs in zip(self.param_groups, groups):
-            for k, v in theirs.items():
-                if k != "params":
-                    mine[k] = copy.deepcopy(v)
+            i = int(i) if isinstance(i, str) and i.isdecimal() else i  # (keys that went through JSON)
+            if i not in params or not isinstance(values, Mapping):
+                raise ValueError(f"loaded optimizer state has an entry for parameter {i!r}, which "
+                                 + ("is not a dict" if i in params else "no parameter group lists"))
+            state[params[i]] = {k: _as_state_value(k, v, params[i], i) for k, v in values.items()}
+        hyperparameters = [{k: copy.deepcopy(v) for k, v in theirs.items() if k != "params"} for theirs in groups]
+        self.state = state  # only now, when nothing can fail any more
+        for mine, loaded in zip(self.param_groups, hyperparameters):
+            mine.update(loaded)
 
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
@@ -127,19 +146,38 @@ class Optimizer:
         return "\n".join(lines) + "\n)"
 
 
-def _as_state_value(key, value, param):
+def _as_state_value(key, value, param, index):
     """A loaded state entry as a minitensor tensor: floating state takes the parameter's dtype (PyTorch does
-    the same); 'step' stays a float32 scalar."""
+    the same); 'step' stays a float32 scalar. A ValueError names parameter `index` and `key` if it cannot be."""
     if value is None or isinstance(value, (int, float)):
         return value
     if isinstance(value, Tensor):
         arr = value._data
-    elif hasattr(value, "detach") and hasattr(value, "numpy"):
-        arr = value.detach().cpu().numpy()
+    elif isinstance(value, np.ndarray):
+        arr = value
+    elif hasattr(value, "detach") and hasattr(value, "numpy"):  # a PyTorch tensor
+        value = value.detach().cpu()
+        try:
+            arr = value.numpy()
+        except (TypeError, RuntimeError):  # bfloat16 and float8 have no numpy dtype: float32 holds them exactly
+            if not value.is_floating_point():
+                raise ValueError(f"loaded optimizer state {key!r} of parameter {index} has dtype {value.dtype}, "
+                                 "which has no numpy equivalent") from None
+            arr = value.float().numpy()
     else:
-        arr = np.asarray(value)
+        raise ValueError(f"loaded optimizer state {key!r} of parameter {index} is a {type(value).__name__}, "
+                         "not a number or tensor")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"loaded optimizer state {key!r} of parameter {index} has dtype {arr.dtype}, not a real "
+                         "number dtype")
     if key == "step":
+        if arr.size != 1:
+            raise ValueError(f"loaded optimizer state 'step' of parameter {index} has shape {arr.shape}, not one "
+                             "number")
         return Tensor._wrap(np.array(arr, dtype=np.float32))
+    if arr.shape != tuple(param.shape):
+        raise ValueError(f"loaded optimizer state {key!r} of parameter {index} has shape {arr.shape}, the "
+                         f"parameter has shape {tuple(param.shape)}")
     if arr.dtype.kind == "f":
         arr = arr.astype(param.dtype)
     return Tensor._wrap(np.array(arr, copy=True))
