@@ -259,3 +259,15 @@ def test_load_pytorch_weights_saved_with_safetensors(tmp_path):
     nn.utils.load_torch_safetensors(ours, path)
     x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
     assert_same(ours(mt.tensor(x)), theirs(torch.tensor(x)), 1e-5, 1e-6)
+
+
+@needs_torch
+def test_load_pytorch_bfloat16_weights_saved_with_safetensors(tmp_path):
+    safetensors_torch = pytest.importorskip("safetensors.torch", reason="safetensors is not installed")
+    theirs = torch.nn.Linear(4, 3).to(torch.bfloat16)
+    path = tmp_path / "model.safetensors"
+    safetensors_torch.save_file(theirs.state_dict(), str(path))
+    ours = nn.Linear(4, 3)
+    nn.utils.load_torch_safetensors(ours, path)  # bf16 -> float32 is exact
+    np.testing.assert_array_equal(ours.weight.detach().numpy(), theirs.weight.float().detach().numpy())
+    assert ours.weight.dtype == mt.float32

@@ -65,10 +65,11 @@ def vector_to_parameters(vec, parameters):
 
 def load_torch_safetensors(module, path, strict=True):
     """Load a PyTorch state_dict saved with `safetensors.torch.save_file(model.state_dict(), path)` into the
-    minitensor module of the same architecture (keys and shapes match by construction)."""
-    from safetensors.numpy import load_file
+    minitensor module of the same architecture (keys and shapes match by construction). BF16 weights load as
+    float32; a damaged file is a ValueError naming it (minitensor.load's checks)."""
+    from ...utils.checkpoint import load
 
-    return module.load_state_dict(load_file(str(path)), strict=strict)
+    return module.load_state_dict(load(path), strict=strict)
 
 
 from . import rnn  # noqa: E402  (nn.utils.rnn: packed sequences)
