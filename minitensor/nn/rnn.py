@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from .. import creation
+from ..ops._util import check_same_dtype
 from ..ops.nn import lstm_recurrence
 from .utils.rnn import PackedSequence, pack_like, packed_lengths, pad_packed_sequence
 from ..ops.shape import cat, stack
@@ -45,6 +46,8 @@ class LSTMCell(Module):
         if input.ndim not in (1, 2) or input.shape[-1] != self.input_size:
             raise ValueError(f"LSTMCell: expected input (N, {self.input_size}) or ({self.input_size},), "
                              f"got {tuple(input.shape)}")
+        check_same_dtype("LSTMCell", input=input, weight_ih=self.weight_ih,
+                         h_0=None if hx is None else hx[0], c_0=None if hx is None else hx[1])
         if not batched:
             input = input.unsqueeze(0)
             hx = None if hx is None else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
@@ -95,6 +98,9 @@ class LSTM(Module):
         return getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix), *bias
 
     def forward(self, input, hx=None):
+        check_same_dtype("LSTM", input=input.data if isinstance(input, PackedSequence) else input,
+                         weight_ih_l0=self.weight_ih_l0, h_0=None if hx is None else hx[0],
+                         c_0=None if hx is None else hx[1])
         if isinstance(input, PackedSequence):
             # every sequence runs to its own length: the steps past it leave its state as it was (valid mask)
             if input.data.ndim != 2 or input.data.shape[1] != self.input_size:
