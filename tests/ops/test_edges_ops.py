@@ -208,3 +208,38 @@ def test_conv2d_with_batch_zero_has_zero_sized_gradients(backend, create_graph):
     np.testing.assert_array_equal(gb.detach().numpy(), np.zeros(3))
 
 
+# ---------------------------------------------------------------------------- 6. numpy's warnings
+@pytest.mark.parametrize("op, want", [
+    (lambda: mt.log(mt.tensor([0.0])), -np.inf),
+    (lambda: mt.sqrt(mt.tensor([-1.0])), np.nan),
+    (lambda: mt.tensor([1.0]) / 0, np.inf),
+    (lambda: mt.tensor([1.0]) / mt.tensor([0.0]), np.inf),
+    (lambda: mt.tensor([0.0]) / mt.tensor([0.0]), np.nan),
+    (lambda: mt.exp(mt.tensor([1000.0])), np.inf),
+    (lambda: mt.tensor([0.0], requires_grad=True).log(), -np.inf),  # the recorded path too
+])
+def test_ops_give_inf_and_nan_without_a_warning(op, want):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = op()
+    np.testing.assert_array_equal(out.detach().numpy(), [want])
+
+
+def test_silencing_ends_with_the_op():
+    """Only the op's own computation is silenced: numpy code of the caller keeps its warnings, even after an
+    op that raised."""
+    mt.log(mt.tensor([0.0]))
+    with pytest.raises(ValueError):
+        mt.tensor([1.0, 2.0]) + mt.tensor([1.0, 2.0, 3.0])
+    with pytest.warns(RuntimeWarning, match="divide by zero"):
+        np.log(np.zeros(1))
+
+
+def test_backward_through_log_of_zero_is_silent():
+    x = mt.tensor([0.0, 1.0], dtype=mt.float64, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x.log().sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [np.inf, 1.0])
+
+
