@@ -61,8 +61,8 @@ def binary_operands(a, b, op, true_div=False):
     division of ints gives floats. Lists and arrays become tensors.
     """
     ta, tb = isinstance(a, Tensor), isinstance(b, Tensor)
-    if ta and tb and a._data.dtype == b._data.dtype:  # the usual case, decided in one comparison
-        return a, b
+    if ta and tb and a._data.dtype == b._data.dtype and (not true_div or a._data.dtype.kind == "f"):
+        return a, b  # the usual case: two tensors of one dtype (for true division, one float dtype)
     if not ta:
         a = _operand(a, b if tb else None, op)
     if not tb:

@@ -53,6 +53,7 @@ def register(*infos):
 register(
     OpInfo("neg", lambda x: -x, lambda x: -x, unary(), torch_op=_t("neg")),
     OpInfo("abs", mt.abs, np.abs, unary(avoid=(0.0,)), torch_op=_t("abs")),
+    OpInfo("sign", mt.sign, np.sign, unary(avoid=(0.0,)), torch_op=_t("sign")),
     OpInfo("exp", mt.exp, np.exp, unary(), torch_op=_t("exp")),
     OpInfo("log", mt.log, np.log, unary(0.1, 3.0), torch_op=_t("log")),
     OpInfo("sqrt", mt.sqrt, np.sqrt, unary(0.1, 3.0), torch_op=_t("sqrt")),

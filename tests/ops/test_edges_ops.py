@@ -1,6 +1,7 @@
 """The edges of the ops (issue 12): bool masks, attention's and the weighted layers' input errors, layer_norm's
 bias without a weight, extreme and empty inputs on both backends, numpy's warnings, and the small semantics where
 minitensor now matches PyTorch (int / int, every target ignored, sign's gradient)."""
+import math
 import warnings
 
 import numpy as np
@@ -243,3 +244,76 @@ def test_backward_through_log_of_zero_is_silent():
     np.testing.assert_array_equal(x.grad.numpy(), [np.inf, 1.0])
 
 
+# ---------------------------------------------------------------------------- 7. promotion and small semantics
+@pytest.mark.parametrize("a_dtype, b_dtype", [(mt.int64, mt.int64), (mt.int32, mt.int32), (mt.int64, mt.int32),
+                                              (mt.bool, mt.bool), (mt.uint8, mt.uint8)])
+def test_true_division_of_ints_gives_the_default_float(a_dtype, b_dtype):
+    a, b = mt.tensor([1, 2, 3], dtype=a_dtype), mt.tensor([2, 2, 1], dtype=b_dtype)
+    out = a / b
+    assert out.dtype == mt.get_default_dtype() == mt.float32
+    np.testing.assert_allclose(out.numpy(), a.numpy() / b.numpy())
+    assert (mt.tensor([1, 2]) / 2).dtype == mt.float32
+    assert (mt.tensor([1.0, 2.0], dtype=mt.float64) / mt.tensor([1, 2])).dtype == mt.float64
+
+
+@pytest.mark.parametrize("loss", ["nll_loss", "cross_entropy", "cross_entropy_smoothed", "cross_entropy_weighted"])
+def test_every_target_ignored_gives_nan_mean_and_zero_gradient(loss, engine):
+    x = mt.randn(3, 4, dtype=mt.float64, requires_grad=True)
+    target = mt.tensor([-100, -100, -100])
+    call = {
+        "nll_loss": lambda r: F.nll_loss(x, target, reduction=r),
+        "cross_entropy": lambda r: F.cross_entropy(x, target, reduction=r),
+        "cross_entropy_smoothed": lambda r: F.cross_entropy(x, target, reduction=r, label_smoothing=0.1),
+        "cross_entropy_weighted": lambda r: F.cross_entropy(x, target, mt.ones(4, dtype=mt.float64), reduction=r),
+    }[loss]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        value = call("mean")
+        value.backward()
+    assert math.isnan(value.item())
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros((3, 4)))
+    x.grad = None
+    value = call("sum")
+    value.backward()
+    assert value.item() == 0
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros((3, 4)))
+
+
+def test_partly_ignored_targets_are_unchanged():
+    logp = mt.tensor(np.log(np.full((2, 3), 1 / 3)), requires_grad=True)
+    loss = F.nll_loss(logp, mt.tensor([1, -100]))
+    assert loss.item() == pytest.approx(math.log(3))
+    loss.backward()
+    np.testing.assert_allclose(logp.grad.numpy(), [[0, -1, 0], [0, 0, 0]])
+
+
+def test_sign_requires_grad_with_a_zero_gradient(engine):
+    x = mt.tensor([-2.0, 0.0, 3.0], requires_grad=True)
+    s = x.sign()
+    assert s.requires_grad and s.grad_fn is not None
+    np.testing.assert_array_equal(s.detach().numpy(), [-1, 0, 1])
+    (s * mt.tensor([np.inf, 1.0, 2.0])).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0, 0, 0])
+    assert not mt.tensor([1.0]).sign().requires_grad
+    assert mt.tensor([-3, 4]).sign().tolist() == [-1, 1]
+
+
+def test_pytorch_agrees_on_these_semantics():
+    torch = pytest.importorskip("torch", reason="the PyTorch comparison needs torch")
+    assert (torch.tensor([1, 2]) / torch.tensor([2, 2])).dtype == torch.float32
+    x = torch.randn(3, 4, requires_grad=True)
+    loss = torch.nn.functional.cross_entropy(x, torch.tensor([-100, -100, -100]))
+    loss.backward()
+    assert math.isnan(loss.item()) and not x.grad.any()
+    assert torch.randn(3, requires_grad=True).sign().requires_grad
+    v = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    out = torch.nn.functional.scaled_dot_product_attention(torch.zeros(2, 3, 6, 0, dtype=torch.float64),
+                                                           torch.zeros(2, 3, 5, 0, dtype=torch.float64), v)
+    ours = F.scaled_dot_product_attention(mt.zeros(2, 3, 6, 0, dtype=mt.float64), mt.zeros(2, 3, 5, 0,
+                                          dtype=mt.float64), mt.tensor(v.numpy()))
+    np.testing.assert_allclose(ours.numpy(), out.numpy())
+    keep = torch.rand(3, 5) < 0.6
+    keep[:, 0] = True
+    xs = torch.randn(3, 5, dtype=torch.float64)
+    np.testing.assert_allclose(mt.softmax(mt.tensor(xs.numpy()), -1, mask=keep.numpy()).numpy(),
+                               torch.masked.softmax(xs, -1, mask=keep).numpy(), rtol=1e-12)
