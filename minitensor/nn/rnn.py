@@ -11,6 +11,7 @@ import numpy as np
 from .. import creation
 from ..ops._util import check_same_dtype
 from ..ops.nn import lstm_recurrence
+from ..tensor import check_device
 from .utils.rnn import PackedSequence, pack_like, packed_lengths, pad_packed_sequence
 from ..ops.shape import cat, stack
 from . import functional as F
@@ -30,6 +31,7 @@ class LSTMCell(Module):
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__()
+        check_device(device, "LSTMCell")
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.weight_ih = Parameter(creation.empty(4 * hidden_size, input_size, dtype=dtype))
         self.weight_hh = Parameter(creation.empty(4 * hidden_size, hidden_size, dtype=dtype))
@@ -74,6 +76,7 @@ class LSTM(Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, device=None, dtype=None):
         super().__init__()
+        check_device(device, "LSTM")
         if proj_size:
             raise ValueError("LSTM: proj_size is not supported")
         if not 0.0 <= dropout <= 1.0:

@@ -92,7 +92,7 @@ def _operand(x, other, op):
             dt = {"b": dtypes.bool_, "i": dtypes.int64, "f": dtypes.get_default_dtype()}[kind]
         return Tensor._wrap(np.array(x, dtype=dt))
     if isinstance(x, (np.ndarray, np.generic, list, tuple)):
-        return Tensor(x)
+        return Tensor._from_data(x)
     raise TypeError(f"{op}: unsupported operand type {type(x).__name__}")
 
 

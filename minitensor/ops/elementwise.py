@@ -574,7 +574,7 @@ def masked_fill(x, mask, value):
 
 def _bool_mask(mask, op):
     if not isinstance(mask, Tensor):
-        mask = Tensor(np.asarray(mask))
+        mask = Tensor._from_data(np.asarray(mask))
     if mask.dtype != np.bool_:
         raise TypeError(f"{op}: the mask/condition must be a bool tensor, got {mask.dtype}")
     return mask

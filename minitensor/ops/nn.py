@@ -341,7 +341,7 @@ def lstm_recurrence_reference(xproj, h0, c0, w_hh, valid=None, reverse=False):
     for t in range(steps - 1, -1, -1) if reverse else range(steps):
         h_new, c_new = lstm_cell(xproj[t] + h @ w_hh.mT, c)
         if valid is not None:
-            keep = Tensor(valid[t][:, None])
+            keep = Tensor._wrap(valid[t][:, None])
             h_new, c_new = where(keep, h_new, h), where(keep, c_new, c)
         h, c = h_new, c_new
         hs[t] = h
