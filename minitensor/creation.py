@@ -23,7 +23,7 @@ def _float_dtype(dtype, op):
 
 def tensor(data, dtype=None, requires_grad=False):
     """A new tensor holding a copy of `data` (nested lists, numbers, numpy arrays or tensors)."""
-    return Tensor(data, dtype=dtype, requires_grad=requires_grad)
+    return Tensor._from_data(data, dtype=dtype, requires_grad=requires_grad)
 
 
 def as_tensor(data, dtype=None):
@@ -33,7 +33,7 @@ def as_tensor(data, dtype=None):
     if isinstance(data, np.ndarray) and data.dtype in dtypes.SUPPORTED and (
             dtype is None or dtypes.to_dtype(dtype) == data.dtype):
         return Tensor._wrap(data)
-    return Tensor(data, dtype=dtype)
+    return Tensor._from_data(data, dtype=dtype)
 
 
 def from_numpy(array):

@@ -36,6 +36,27 @@ def _as_array(data, dtype=None):
     return np.array(arr, dtype=dt, copy=True)
 
 
+def _legacy_array(args, dtype):
+    """The array of Tensor(*args) (see Tensor.__init__)."""
+    dt = dtypes.to_dtype(dtype) if dtype is not None else dtypes.get_default_dtype()
+    if not args:
+        return np.zeros(0, dtype=dt)
+    if all(isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_)) for a in args):
+        if any(a < 0 for a in args):
+            raise ValueError(f"Tensor: cannot make a tensor with a negative dimension, got size {tuple(args)}")
+        return np.zeros(tuple(int(a) for a in args), dtype=dt)
+    if len(args) != 1:
+        raise TypeError("Tensor: expected the data as one argument (a list, array or tensor) or the size as ints, "
+                        f"got ({', '.join(type(a).__name__ for a in args)}); give a dtype as dtype=")
+    data = args[0]
+    if isinstance(data, Tensor):
+        return data._data if dtype is None else _as_array(data, dt)
+    if not isinstance(data, (list, tuple, np.ndarray)):
+        hint = f"; for a 0-d tensor use minitensor.tensor({data!r})" if isinstance(data, (float, np.generic)) else ""
+        raise TypeError(f"Tensor: data must be a sequence or an array, got {type(data).__name__}{hint}")
+    return _as_array(data, dt)
+
+
 def _flat(seq):
     stack = [seq]
     while stack:
@@ -60,19 +81,32 @@ class Tensor:
     # Make numpy defer to us: `ndarray + tensor` calls Tensor.__radd__ and returns a Tensor.
     __array_priority__ = 1000
 
-    def __init__(self, data, dtype=None, requires_grad=False):
-        self._data = _as_array(data, dtype)
+    def __init__(self, *args, dtype=None, requires_grad=False):
+        """The legacy constructor, as torch.Tensor: `Tensor(2, 3)` is a (2, 3) tensor (of zeros) and `Tensor(data)`
+        a copy of data (a list or a numpy array) in the default float dtype, whatever data's dtype; `Tensor(t)` of a
+        Tensor shares t's memory and keeps its dtype. `dtype=` overrides either. For a tensor that keeps the type of
+        its data (ints stay int64), use minitensor.tensor(data)."""
+        self._data = _legacy_array(args, dtype)
+        self._vc = args[0]._vc if len(args) == 1 and isinstance(args[0], Tensor) and dtype is None else [0]
         self._requires_grad = False
         self.grad = None
         self.grad_fn = None
         self._output_nr = 0
-        self._vc = [0]
         self._base = None
         self._hooks = None
         self._acc = None
         self._post_acc_hooks = None
         if requires_grad:
             self.requires_grad = True
+
+    @classmethod
+    def _from_data(cls, data, dtype=None, requires_grad=False):
+        """A new tensor holding a copy of `data`, keeping its type (minitensor.tensor): Python floats become the
+        default dtype, ints int64, numpy arrays keep theirs."""
+        t = cls._wrap(_as_array(data, dtype))
+        if requires_grad:
+            t.requires_grad = True
+        return t
 
     @classmethod
     def _wrap(cls, arr):
@@ -304,23 +338,43 @@ class Tensor:
     def __reduce_ex__(self, protocol):
         return (_rebuild, (self._data, self._requires_grad))
 
+    def __deepcopy__(self, memo):
+        """copy.deepcopy of a leaf: a new leaf over a copy of the data (and of .grad), like PyTorch's. A tensor
+        computed by an op is an error, as in PyTorch: its copy could not be part of the graph it came from."""
+        if self.grad_fn is not None:
+            raise RuntimeError(
+                "deepcopy: only tensors created explicitly by the user (graph leaves) support the deepcopy protocol; "
+                f"this one was computed by {self.grad_fn.name()}. Deep-copy tensor.detach() instead")
+        if id(self) in memo:
+            return memo[id(self)]
+        new = Tensor._wrap(self._data.copy())
+        new._requires_grad = self._requires_grad
+        memo[id(self)] = new
+        if self.grad is not None:
+            new.grad = self.grad.__deepcopy__(memo)
+        return new
+
     # ------------------------------------------------------------------ dtype and copies
-    def to(self, *args, **kwargs):
-        """to(dtype) or to(device='cpu'[, dtype]): a cast (differentiable), or self when nothing changes."""
-        dtype = kwargs.get("dtype")
+    def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False):
+        """to(dtype), to(device[, dtype]), to(other) (other's dtype), to(device=..., dtype=...): a cast
+        (differentiable), or self when nothing changes (a copy with copy=True). minitensor runs on the CPU only:
+        any other device is an error."""
         for a in args:
             if isinstance(a, Tensor):
                 dtype = a.dtype
-            elif isinstance(a, str) and a.startswith("cpu"):
-                continue
-            elif a is not None:
+            elif _is_device(a):
+                device = a
+            else:
                 dtype = a
-        device = kwargs.get("device", "cpu")
-        if str(device) != "cpu":
-            raise ValueError(f"to(): minitensor runs on the CPU only, got device {device!r}")
-        if dtype is None or dtypes.to_dtype(dtype) == self.dtype:
-            return self
-        return _shape.Cast.apply(self, dtypes.to_dtype(dtype))
+        check_device(device, "to()")
+        if dtype is not None:
+            try:
+                dtype = dtypes.to_dtype(dtype)
+            except TypeError:
+                raise TypeError(f"to(): expected a dtype, a device or a tensor, got {dtype!r}") from None
+        if dtype is None or dtype == self.dtype:
+            return self.clone() if copy else self
+        return _shape.Cast.apply(self, dtype)
 
     def type(self, dtype=None):
         return str(self.dtype) if dtype is None else self.to(dtype)
@@ -356,7 +410,7 @@ class Tensor:
         return self if self._data.flags.c_contiguous else _shape.Clone.apply(self)
 
     def new_tensor(self, data, dtype=None, requires_grad=False):
-        return Tensor(data, dtype=dtype or self.dtype, requires_grad=requires_grad)
+        return Tensor._from_data(data, dtype=dtype or self.dtype, requires_grad=requires_grad)
 
     def new_zeros(self, *size, dtype=None):
         return Tensor._wrap(np.zeros(_shape.size_arg(size), dtype=dtype or self.dtype))
@@ -789,6 +843,30 @@ class Tensor:
 
     def flip(self, dims):
         return _shape.flip(self, dims)
+
+
+# PyTorch's device types (the prefix of a device string such as "cuda:0"): naming one is asking for a device
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "xla", "meta", "hip", "ipu", "hpu", "mtia", "maia", "vulkan", "lazy",
+                 "fpga", "ve", "mkldnn", "opengl", "opencl", "ideep", "privateuseone")
+
+
+def _is_device(a):
+    """Does `a` name a device (a device string such as 'cpu' or 'cuda:0', or a torch.device)?"""
+    if type(a).__name__ == "device":  # torch.device, without importing torch
+        return True
+    return isinstance(a, str) and a.split(":")[0] in _DEVICE_TYPES
+
+
+def check_device(device, op):
+    """Accept device=None, 'cpu', 'cpu:0' or torch.device('cpu'); anything else is an error that says why:
+    minitensor runs on the CPU only."""
+    if device is None:
+        return
+    name = str(device)
+    if not _is_device(device):
+        raise ValueError(f"{op}: expected a device such as 'cpu', got {device!r}")
+    if name.split(":")[0] != "cpu":
+        raise ValueError(f"{op}: minitensor runs on the CPU only, got device {name!r}")
 
 
 def _rebuild(data, requires_grad):

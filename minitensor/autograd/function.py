@@ -24,7 +24,7 @@ import traceback
 
 import numpy as np
 
-from . import anomaly, grad_mode
+from . import anomaly, float_errors, grad_mode
 
 # The active minitensor.profiler.profile, or None: the only thing profiling costs when it is off.
 _profiler = None
@@ -224,7 +224,11 @@ class Function:
         if not tracking:
             # No input needs a gradient, so no op inside forward can record one either: grad mode stays as it
             # is (no switching), and nothing is kept for a backward that will never run.
-            out = cls.forward(Context(cls, _NO_GRAD.get(len(args)) or (False,) * len(args)), *args)
+            quiet = float_errors.silence()  # log(0), 1/0: right answers, no numpy warning (as in PyTorch)
+            try:
+                out = cls.forward(Context(cls, _NO_GRAD.get(len(args)) or (False,) * len(args)), *args)
+            finally:
+                float_errors.restore(quiet)
             if type(out) is np.ndarray:  # the usual result, wrapped without the checks of _as_output
                 return Tensor._wrap(out)
             if type(out) is tuple:
@@ -245,10 +249,12 @@ class Function:
         ctx.next_functions, ctx.input_meta = tuple(edges), tuple(metas)
         state = grad_mode._state  # forward records nothing itself: grad mode off while it runs (set directly,
         state.enabled = False     # as grad_mode._set_enabled does, without two calls per op)
+        quiet = float_errors.silence()
         try:
             out = cls.forward(ctx, *args)
         finally:
             state.enabled = True
+            float_errors.restore(quiet)
 
         if getattr(anomaly._state, "enabled", False):  # anomaly.is_enabled(), without the call
             ctx._trace = "".join(traceback.format_stack()[:-1])

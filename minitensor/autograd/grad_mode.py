@@ -1,6 +1,7 @@
 """Grad mode: whether ops record the graph. Per thread, as in PyTorch.
 
-`no_grad`, `enable_grad` and `set_grad_enabled` work as context managers and as decorators.
+`no_grad`, `enable_grad` and `set_grad_enabled` work as context managers and as decorators (`@no_grad()`,
+and bare `@no_grad` / `@enable_grad` as in PyTorch).
 The engine switches grad mode to `create_graph` while it runs backward formulas, which is all it
 takes for higher-order gradients: the formulas are Tensor ops, so with grad mode on they record a graph.
 """
@@ -23,6 +24,16 @@ def _set_enabled(mode):
 
 class _GradModeContext:
     _mode = True
+
+    def __new__(cls, func=None):
+        """`no_grad()` is the context manager (or decorator); `no_grad(func)`, which bare `@no_grad` calls, is
+        func wrapped, as in PyTorch."""
+        self = super().__new__(cls)
+        if func is None:
+            return self
+        if not callable(func):
+            raise TypeError(f"{cls.__name__}: takes no arguments, or a function to decorate; got {func!r}")
+        return self(func)
 
     def __enter__(self):
         self._prev = _set_enabled(self._mode)
@@ -55,6 +66,9 @@ class enable_grad(_GradModeContext):
 
 class set_grad_enabled(_GradModeContext):
     """set_grad_enabled(mode): takes effect at once (like PyTorch) and restores on exit when used with `with`."""
+
+    def __new__(cls, mode):
+        return object.__new__(cls)
 
     def __init__(self, mode):
         self._mode = bool(mode)

@@ -170,8 +170,9 @@ def lstm_cell_backward(gates, c, dh, dc):
 
 
 def _sdpa_scores(q, k, mask, causal, scale):
-    """scale q kᵀ + mask, -inf above the diagonal when causal."""
-    scores = scale * (q @ np.swapaxes(k, -1, -2))
+    """(scale q) kᵀ + mask, -inf above the diagonal when causal. q is scaled before the product, as the native
+    kernel does: q kᵀ itself may overflow where the scaled scores do not (q = 1e38 in float32)."""
+    scores = (q * q.dtype.type(scale)) @ np.swapaxes(k, -1, -2)
     if causal:
         scores = scores + np.triu(np.full(scores.shape[-2:], -np.inf, dtype=q.dtype), 1)
     return scores if mask is None else scores + mask
@@ -270,7 +271,7 @@ def conv2d_backward(g, x, weight, stride, padding, dilation, need_input, need_we
     dweight = sum_n g_n @ cols_nᵀ,  dx = col2im(Wᵀ @ g_n),  dbias = sum of g over N, OH, OW."""
     n = x.shape[0]
     oc, _, kh, kw = weight.shape
-    g2 = g.reshape(n, oc, -1)
+    g2 = g.reshape(n, oc, g.shape[2] * g.shape[3])  # (not -1: numpy cannot infer it when n is 0)
     dx = dw = db = None
     if need_weight:
         cols = im2col(x, kh, kw, stride, padding, dilation)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import creation
 from ..ops.nn import sdpa_fused
-from ..tensor import Tensor
+from ..tensor import Tensor, check_device
 from . import functional as F
 from . import init
 from .linear import Linear
@@ -41,6 +41,7 @@ class MultiheadAttention(Module):
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False, add_zero_attn=False,
                  kdim=None, vdim=None, batch_first=False, device=None, dtype=None):
         super().__init__()
+        check_device(device, "MultiheadAttention")
         if embed_dim % num_heads:
             raise ValueError(f"MultiheadAttention: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         if add_bias_kv or add_zero_attn or (kdim not in (None, embed_dim)) or (vdim not in (None, embed_dim)):

@@ -2,6 +2,7 @@
 import math
 
 from .. import creation
+from ..tensor import check_device
 from . import functional as F
 from . import init
 from .module import Module
@@ -18,6 +19,7 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
                  padding_mode="zeros", device=None, dtype=None):
         super().__init__()
+        check_device(device, "Conv2d")
         if groups != 1:
             raise ValueError(f"Conv2d: only groups=1 is supported, got {groups}")
         if padding_mode != "zeros":

@@ -13,6 +13,7 @@ from ..ops.nn import embedding as _embedding
 from ..ops.nn import layer_norm, log_softmax, lstm_cell
 from ..ops.nn import sdpa_fused as _sdpa_fused
 from ..ops.nn import softmax as _softmax
+from ..ops._util import check_same_dtype
 from ..ops.shape import pad
 from ..tensor import Tensor
 
@@ -24,11 +25,13 @@ __all__ = [
 
 
 def linear(input, weight, bias=None):
-    """y = x Wᵀ + b:  x (..., in), W (out, in), b (out,) -> (..., out). Wᵀ is a view: no copy."""
+    """y = x Wᵀ + b:  x (..., in), W (out, in), b (out,) -> (..., out). Wᵀ is a view: no copy. x, W and b must
+    share one dtype (TypeError otherwise, as in PyTorch: no silent promotion of the input or the layer)."""
     if weight.ndim != 2 or input.shape[-1:] != weight.shape[1:]:
         raise ValueError(f"linear: input of shape {tuple(input.shape)} does not fit weight of shape "
                          f"{tuple(weight.shape)} (expected input (..., {weight.shape[-1] if weight.ndim else '?'}))")
-    if bias is not None and input.ndim >= 1 and input.dtype == weight.dtype == bias.dtype and bias.shape == weight.shape[:1]:
+    check_same_dtype("linear", input=input, weight=weight, bias=bias)
+    if bias is not None and input.ndim >= 1 and bias.shape == weight.shape[:1]:
         return _Linear.apply(input, weight, bias)  # the bias add fused into the GEMM
     out = input @ weight.mT
     return out + bias if bias is not None else out
@@ -78,26 +81,56 @@ def _additive_mask(mask, dtype, op):
     return m.astype(dtype, copy=False)
 
 
+def _check_attention(query, key, value, attn_mask):
+    """The errors of scaled_dot_product_attention's inputs, each naming what it saw and what it expected.
+    Returns the broadcast batch dims."""
+    op = "scaled_dot_product_attention"
+    if query.ndim < 2 or key.ndim < 2 or value.ndim < 2:
+        raise ValueError(f"{op}: query, key and value need at least 2 dims (..., L, E), got shapes "
+                         f"{tuple(query.shape)}, {tuple(key.shape)} and {tuple(value.shape)}")
+    check_same_dtype(op, query=query, key=key, value=value)
+    if query.dtype.kind != "f":
+        raise TypeError(f"{op}: expected floating-point query, key and value, got {query.dtype}")
+    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"{op}: shapes query {tuple(query.shape)}, key {tuple(key.shape)} and value "
+                         f"{tuple(value.shape)} do not fit (..., L, E), (..., S, E), (..., S, Ev)")
+    try:
+        batch = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    except ValueError:
+        raise ValueError(f"{op}: the batch dims of query {tuple(query.shape)}, key {tuple(key.shape)} and value "
+                         f"{tuple(value.shape)} (all but the last two) cannot be broadcast together") from None
+    if attn_mask is not None:
+        scores = batch + (query.shape[-2], key.shape[-2])
+        mask_shape = tuple(np.shape(attn_mask._data if isinstance(attn_mask, Tensor) else attn_mask))
+        try:
+            fits = np.broadcast_shapes(mask_shape, scores) == scores
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"{op}: attn_mask of shape {mask_shape} does not broadcast to the attention scores' "
+                             f"shape {scores} (..., L, S)")
+    return batch
+
+
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
     """softmax(Q Kᵀ * scale + mask) V, scale = 1/sqrt(E) by default.
 
-    query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev). attn_mask: bool (True = take part in
-    attention) or float (added to the scores), broadcastable to (..., L, S); is_causal masks j > i.
-    A row whose positions are all masked comes out NaN, as in PyTorch.
+    query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev), one floating dtype. attn_mask: bool
+    (True = take part in attention, as in PyTorch's scaled_dot_product_attention; note nn.MultiheadAttention's
+    bool masks mean the opposite) or float (added to the scores), broadcastable to (..., L, S); is_causal masks
+    j > i. A row whose positions are all masked comes out NaN, as in PyTorch. With E = 0 every score is 0 (an
+    empty dot product), so each query gets the mean of the values, as in PyTorch.
     """
-    if query.ndim < 2 or key.ndim < 2 or value.ndim < 2:
-        raise ValueError("scaled_dot_product_attention: query, key and value need at least 2 dims")
-    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
-        raise ValueError(f"scaled_dot_product_attention: shapes query {tuple(query.shape)}, key {tuple(key.shape)} "
-                         f"and value {tuple(value.shape)} do not fit (..., L, E), (..., S, E), (..., S, Ev)")
+    _check_attention(query, key, value, attn_mask)
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: give either attn_mask or is_causal, not both")
-    L, S = query.shape[-2], key.shape[-2]
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    L, S, E = query.shape[-2], key.shape[-2], query.shape[-1]
+    if scale is None:
+        scale = 1.0 / math.sqrt(E) if E else 1.0  # (E = 0: the scores are empty sums, 0 whatever the scale)
     learned_bias = isinstance(attn_mask, Tensor) and attn_mask.requires_grad
-    if dropout_p == 0.0 and not learned_bias and L and S and query.shape[-1] and value.shape[-1]:
+    if dropout_p == 0.0 and not learned_bias and L and S and E and value.shape[-1]:
         return _fused_attention(query, key, value, attn_mask, is_causal, scale)
-    scores = (query @ key.mT) * scale
+    scores = (query * scale) @ key.mT  # (scaled first, as the fused kernel does: q kᵀ alone may overflow)
     mask = None
     if is_causal:
         mask = np.triu(np.full((L, S), -np.inf, dtype=query.dtype), 1)

@@ -2,6 +2,7 @@
 import math
 
 from .. import creation
+from ..tensor import check_device
 from . import functional as F
 from . import init
 from .module import Module
@@ -23,6 +24,7 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
+        check_device(device, "Linear")
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(creation.empty(out_features, in_features, dtype=dtype))
         self.bias = Parameter(creation.empty(out_features, dtype=dtype)) if bias else None

@@ -1,5 +1,6 @@
 """LayerNorm."""
 from .. import creation
+from ..tensor import check_device
 from . import functional as F
 from .module import Module
 from .parameter import Parameter
@@ -10,6 +11,7 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, device=None, dtype=None):
         super().__init__()
+        check_device(device, "LayerNorm")
         self.normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.eps, self.elementwise_affine = eps, elementwise_affine
         if elementwise_affine:

@@ -9,7 +9,9 @@ import math
 import numpy as np
 
 from .. import creation
+from ..ops._util import check_same_dtype
 from ..ops.nn import lstm_recurrence
+from ..tensor import check_device
 from .utils.rnn import PackedSequence, pack_like, packed_lengths, pad_packed_sequence
 from ..ops.shape import cat, stack
 from . import functional as F
@@ -29,6 +31,7 @@ class LSTMCell(Module):
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
         super().__init__()
+        check_device(device, "LSTMCell")
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.weight_ih = Parameter(creation.empty(4 * hidden_size, input_size, dtype=dtype))
         self.weight_hh = Parameter(creation.empty(4 * hidden_size, hidden_size, dtype=dtype))
@@ -45,6 +48,8 @@ class LSTMCell(Module):
         if input.ndim not in (1, 2) or input.shape[-1] != self.input_size:
             raise ValueError(f"LSTMCell: expected input (N, {self.input_size}) or ({self.input_size},), "
                              f"got {tuple(input.shape)}")
+        check_same_dtype("LSTMCell", input=input, weight_ih=self.weight_ih,
+                         h_0=None if hx is None else hx[0], c_0=None if hx is None else hx[1])
         if not batched:
             input = input.unsqueeze(0)
             hx = None if hx is None else (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
@@ -71,6 +76,7 @@ class LSTM(Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, device=None, dtype=None):
         super().__init__()
+        check_device(device, "LSTM")
         if proj_size:
             raise ValueError("LSTM: proj_size is not supported")
         if not 0.0 <= dropout <= 1.0:
@@ -95,6 +101,9 @@ class LSTM(Module):
         return getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix), *bias
 
     def forward(self, input, hx=None):
+        check_same_dtype("LSTM", input=input.data if isinstance(input, PackedSequence) else input,
+                         weight_ih_l0=self.weight_ih_l0, h_0=None if hx is None else hx[0],
+                         c_0=None if hx is None else hx[1])
         if isinstance(input, PackedSequence):
             # every sequence runs to its own length: the steps past it leave its state as it was (valid mask)
             if input.data.ndim != 2 or input.data.shape[1] != self.input_size:

@@ -1,6 +1,7 @@
 """Embedding: a lookup table of vectors, indexed by integer ids."""
 from .. import creation
 from ..autograd.grad_mode import no_grad
+from ..tensor import check_device
 from . import functional as F
 from . import init
 from .module import Module
@@ -13,6 +14,7 @@ class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None, _weight=None, device=None,
                  dtype=None):
         super().__init__()
+        check_device(device, "Embedding")
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError(f"Embedding: padding_idx {padding_idx} is out of range for {num_embeddings} embeddings")

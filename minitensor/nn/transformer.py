@@ -6,6 +6,7 @@ with SA the multi-head self-attention and FF(x) = linear2(dropout(activation(lin
 """
 import copy
 
+from ..tensor import check_device
 from . import functional as F
 from .attention import MultiheadAttention
 from .container import ModuleList
@@ -21,6 +22,7 @@ class TransformerEncoderLayer(Module):
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu", layer_norm_eps=1e-5,
                  batch_first=False, norm_first=False, bias=True, device=None, dtype=None):
         super().__init__()
+        check_device(device, "TransformerEncoderLayer")
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first,
                                             dtype=dtype)
         self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype)

@@ -61,8 +61,8 @@ def binary_operands(a, b, op, true_div=False):
     division of ints gives floats. Lists and arrays become tensors.
     """
     ta, tb = isinstance(a, Tensor), isinstance(b, Tensor)
-    if ta and tb and a._data.dtype == b._data.dtype:  # the usual case, decided in one comparison
-        return a, b
+    if ta and tb and a._data.dtype == b._data.dtype and (not true_div or a._data.dtype.kind == "f"):
+        return a, b  # the usual case: two tensors of one dtype (for true division, one float dtype)
     if not ta:
         a = _operand(a, b if tb else None, op)
     if not tb:
@@ -92,7 +92,7 @@ def _operand(x, other, op):
             dt = {"b": dtypes.bool_, "i": dtypes.int64, "f": dtypes.get_default_dtype()}[kind]
         return Tensor._wrap(np.array(x, dtype=dt))
     if isinstance(x, (np.ndarray, np.generic, list, tuple)):
-        return Tensor(x)
+        return Tensor._from_data(x)
     raise TypeError(f"{op}: unsupported operand type {type(x).__name__}")
 
 
@@ -129,3 +129,17 @@ def grads_by_recompute(ctx, inputs, recompute, grad_outputs):
     for i, g in zip(wanted, grads):
         result[i] = g
     return tuple(result)
+
+
+def check_same_dtype(op, **tensors):
+    """Raise TypeError unless the given tensors (None skipped) share one dtype: an op with weights promotes nothing
+    (as in PyTorch), since a float64 input meeting float32 weights, or an int input cast on the way, is nearly
+    always a bug, and silently promoting it doubles the work. The message names the op and every dtype seen:
+    `linear: expected input, weight and bias of one dtype, got input float64, weight float32, bias float32`."""
+    given = [(name, t) for name, t in tensors.items() if t is not None]
+    first = given[0][1].dtype
+    if any(t.dtype != first for _, t in given[1:]):
+        names = [name for name, _ in given]
+        listed = ", ".join(names[:-1]) + " and " + names[-1]
+        seen = ", ".join(f"{name} {t.dtype}" for name, t in given)
+        raise TypeError(f"{op}: expected {listed} of one dtype, got {seen}")

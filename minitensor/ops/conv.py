@@ -11,6 +11,7 @@ from .. import backend
 from ..autograd import grad_mode
 from ..autograd.function import Function
 from ..tensor import Tensor
+from ._util import check_same_dtype
 
 
 class Conv2d(Function):
@@ -68,7 +69,7 @@ def _conv2d_backward_composite(g, x, weight, stride, padding, dilation):
     n, oc = g.shape[0], weight.shape[0]
     kernel = tuple(weight.shape[2:])
     cols = Unfold.apply(x, kernel, stride, padding, dilation)           # (N, CKK, L)
-    g2 = g.reshape(n, oc, -1)                                           # (N, OC, L)
+    g2 = g.reshape(n, oc, g.shape[2] * g.shape[3])                      # (N, OC, L) (L spelled out: N may be 0)
     w2 = weight.reshape(oc, -1)                                         # (OC, CKK)
     dw = (g2 @ cols.mT).sum(dim=0).reshape(weight.shape)
     dx = Fold.apply(w2.mT @ g2, tuple(x.shape), kernel, stride, padding, dilation)
@@ -99,9 +100,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                          f"(input {tuple(input.shape)}, weight {tuple(weight.shape)})")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ValueError(f"conv2d: bias has shape {tuple(bias.shape)}, expected ({weight.shape[0]},)")
-    if input.dtype != weight.dtype or (bias is not None and bias.dtype != input.dtype):
-        raise TypeError(f"conv2d: input, weight and bias must share a dtype, got {input.dtype}, {weight.dtype}"
-                        + (f", {bias.dtype}" if bias is not None else ""))
+    check_same_dtype("conv2d", input=input, weight=weight, bias=bias)
     if input.dtype.kind != "f":
         raise TypeError(f"conv2d: expected floating point tensors, got {input.dtype}")
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")

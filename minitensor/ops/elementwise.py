@@ -139,6 +139,19 @@ class Abs(Function):
         return g * sign(x)
 
 
+class Sign(Function):
+    """y = sign(x) (-1, 0 or 1);  dy/dx = 0 (everywhere but at 0, where it is undefined: 0 too, as in PyTorch).
+    A Function, not a plain numpy call, so that y requires grad like its input and a graph through it works."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return np.sign(x._data)
+
+    @staticmethod
+    def backward(ctx, g):
+        return Tensor._wrap(np.zeros(g.shape, g.dtype))  # (not g * 0: that is NaN where g is inf)
+
+
 class Exp(Function):
     """y = exp(x);  dy/dx = y."""
 
@@ -561,7 +574,7 @@ def masked_fill(x, mask, value):
 
 def _bool_mask(mask, op):
     if not isinstance(mask, Tensor):
-        mask = Tensor(np.asarray(mask))
+        mask = Tensor._from_data(np.asarray(mask))
     if mask.dtype != np.bool_:
         raise TypeError(f"{op}: the mask/condition must be a bool tensor, got {mask.dtype}")
     return mask
@@ -620,7 +633,7 @@ def logical_not(x):
 
 
 def sign(x):
-    return Tensor._wrap(np.sign(x._data))
+    return Sign.apply(x)
 
 
 def isnan(x):

@@ -50,8 +50,16 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     w = counted if weight is None else weight._data[safe].astype(input.dtype) * counted
     loss = picked * Tensor._wrap(w)
     if reduction == "mean":
-        return loss.sum() / Tensor._wrap(np.asarray(w.sum(), dtype=input.dtype))
+        return _weighted_mean(loss.sum(), w.sum(), input.dtype)
     return loss.sum() if reduction == "sum" else loss
+
+
+def _weighted_mean(total, weight_sum, dtype):
+    """total / weight_sum, the 'mean' of a loss over the weight of its counted targets. With none counted (every
+    target ignored) it is NaN, as in PyTorch, but the gradient is zero like PyTorch's, not 0/0 = NaN."""
+    if weight_sum == 0:
+        return total + np.nan  # total is 0 (every term has weight 0) and its gradient flows with factor 1
+    return total / Tensor._wrap(np.asarray(weight_sum, dtype=dtype))
 
 
 def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
@@ -97,7 +105,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
             denominator = weight._data[np.where(ignored, 0, t).astype(np.int64)][~ignored].sum()
         else:
             denominator = (~ignored).sum()
-        smooth = smooth.sum() / Tensor._wrap(np.asarray(denominator, dtype=input.dtype))
+        smooth = _weighted_mean(smooth.sum(), denominator, input.dtype)
     elif reduction == "sum":
         smooth = smooth.sum()
     return (1 - label_smoothing) * nll + smooth * (label_smoothing / c)

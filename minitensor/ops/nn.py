@@ -10,7 +10,7 @@ from .. import backend
 from ..autograd import grad_mode
 from ..autograd.function import Function
 from ..tensor import Tensor
-from ._util import grads_by_recompute, normalize_dim
+from ._util import check_same_dtype, grads_by_recompute, normalize_dim
 
 
 class Softmax(Function):
@@ -32,11 +32,12 @@ class Softmax(Function):
 
 
 class LogSoftmax(Function):
-    """y = x - max - log(sum(exp(x - max))) over the last dim;  d/dx: g - exp(y) * sum(g)."""
+    """y = x + mask - max - log(sum(exp(x + mask - max))) over the last dim (mask as in Softmax);
+    d/dx: g - exp(y) * sum(g)."""
 
     @staticmethod
-    def forward(ctx, x):
-        y = Tensor._wrap(backend.kernels.log_softmax(x._data))
+    def forward(ctx, x, mask):
+        y = Tensor._wrap(backend.kernels.log_softmax(x._data, mask))
         ctx.save_for_backward(y)
         return y
 
@@ -44,8 +45,8 @@ class LogSoftmax(Function):
     def backward(ctx, g):
         (y,) = ctx.saved_tensors
         if grad_mode.is_grad_enabled():
-            return g - y.exp() * g.sum(dim=-1, keepdim=True)
-        return Tensor._wrap(backend.kernels.log_softmax_backward(y._data, g._data))
+            return g - y.exp() * g.sum(dim=-1, keepdim=True), None
+        return Tensor._wrap(backend.kernels.log_softmax_backward(y._data, g._data)), None
 
 
 class LayerNorm(Function):
@@ -77,6 +78,8 @@ class LayerNorm(Function):
             dx = Tensor._wrap(dx)
             dw = Tensor._wrap(dw) if dw is not None else None
             db = Tensor._wrap(db) if db is not None else None
+        if nb and db is None:  # a bias without a weight: the kernels leave dbias out when there is no weight
+            db = _sum_rows(g)
         return (dx if nx else None, dw if nw else None, db if nb else None, None)
 
 
@@ -90,39 +93,59 @@ def _layer_norm_backward_composite(g, x, weight, eps):
     dx = rstd * (gh - gh.mean(dim=-1, keepdim=True) - xhat * (gh * xhat).mean(dim=-1, keepdim=True))
     if weight is None:
         return dx, None, None
-    lead = tuple(range(g.ndim - 1))
-    if not lead:  # a single row: nothing to sum over (and sum(dim=()) would reduce everything)
-        return dx, g * xhat, g
-    return dx, (g * xhat).sum(dim=lead), g.sum(dim=lead)
+    return dx, _sum_rows(g * xhat), _sum_rows(g)
 
 
-def _last_dim_op(fn, x, dim, op):
+def _sum_rows(t):
+    """t (..., N) summed over its leading dims -> (N,) (the gradient of a weight or bias shared by every row)."""
+    lead = tuple(range(t.ndim - 1))
+    return t.sum(dim=lead) if lead else t  # (a single row: sum(dim=()) would reduce everything)
+
+
+def _last_dim_op(fn, x, dim, op, mask=None):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{op}: expected a Tensor, got {type(x).__name__}")
     if x.dtype.kind != "f":
         raise TypeError(f"{op}: input must be floating point, got {x.dtype}")
-    args = (None,) if fn is Softmax else ()
+    if mask is not None:
+        mask = _additive_mask(mask, x, dim, op)
     if x.ndim == 0:
-        return fn.apply(x.reshape(1), *args).reshape(())
+        return fn.apply(x.reshape(1), mask).reshape(())
     d = normalize_dim(dim, x.ndim, op)
     if d == x.ndim - 1:
-        return fn.apply(x, *args)
-    return fn.apply(x.transpose(d, -1), *args).transpose(d, -1)
+        return fn.apply(x, mask)
+    return fn.apply(x.transpose(d, -1), mask).transpose(d, -1)
+
+
+def _additive_mask(mask, x, dim, op):
+    """softmax's `mask` as the additive array the kernels take: bool True keeps a position and False removes it
+    (-inf), as in torch.masked.softmax; a float mask is added as it is."""
+    m = mask._data if isinstance(mask, Tensor) else np.asarray(mask)
+    if normalize_dim(dim, x.ndim, op) != max(x.ndim - 1, 0):
+        raise ValueError(f"{op}: a mask is supported for the last dim only, got dim={dim} for shape {tuple(x.shape)}")
+    try:
+        shape = np.broadcast_shapes(m.shape, x.shape)
+    except ValueError:
+        shape = None
+    if shape != x.shape:
+        raise ValueError(f"{op}: mask of shape {m.shape} does not broadcast to the input's shape {tuple(x.shape)}")
+    if m.dtype == np.bool_:
+        return np.where(m, x.dtype.type(0), x.dtype.type(-np.inf))
+    if m.dtype.kind != "f":
+        raise TypeError(f"{op}: mask must be bool (True = keep) or floating point (added), got {m.dtype}")
+    return m.astype(x.dtype, copy=False)
 
 
 def softmax(x, dim, mask=None):
-    """softmax over `dim`; `mask` (last-dim ops only): an additive float array broadcastable to x."""
-    if mask is None:
-        return _last_dim_op(Softmax, x, dim, "softmax")
-    if normalize_dim(dim, x.ndim, "softmax") != x.ndim - 1:
-        raise ValueError("softmax: a mask is supported for the last dim only")
-    try:
-        np.broadcast_shapes(np.shape(mask), x.shape)
-    except ValueError:
-        raise ValueError(f"softmax: mask of shape {np.shape(mask)} does not broadcast to {tuple(x.shape)}") from None
-    return Softmax.apply(x, np.asarray(mask, dtype=x.dtype))
+    """softmax over `dim`. `mask` (last dim only), broadcastable to x: bool, True = the position takes part and
+    False = it gets weight 0 (as in torch.masked.softmax), or float, added to x before the softmax (-inf
+    removes a position). A row with every position removed comes out NaN, as in PyTorch."""
+    return _last_dim_op(Softmax, x, dim, "softmax", mask)
 
 
-def log_softmax(x, dim):
-    return _last_dim_op(LogSoftmax, x, dim, "log_softmax")
+def log_softmax(x, dim, mask=None):
+    """log_softmax over `dim`; `mask` as in softmax (a removed position comes out -inf)."""
+    return _last_dim_op(LogSoftmax, x, dim, "log_softmax", mask)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -138,6 +161,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and tuple(p.shape) != normalized_shape:
             raise ValueError(f"layer_norm: {name} has shape {tuple(p.shape)}, expected {normalized_shape}")
+    check_same_dtype("layer_norm", input=x, weight=weight, bias=bias)
     if x.dtype.kind != "f":
         raise TypeError(f"layer_norm: input must be floating point, got {x.dtype}")
     n = 1
@@ -317,7 +341,7 @@ def lstm_recurrence_reference(xproj, h0, c0, w_hh, valid=None, reverse=False):
     for t in range(steps - 1, -1, -1) if reverse else range(steps):
         h_new, c_new = lstm_cell(xproj[t] + h @ w_hh.mT, c)
         if valid is not None:
-            keep = Tensor(valid[t][:, None])
+            keep = Tensor._wrap(valid[t][:, None])
             h_new, c_new = where(keep, h_new, h), where(keep, c_new, c)
         h, c = h_new, c_new
         hs[t] = h
@@ -386,7 +410,7 @@ def _sdpa_mask(mask, causal, L, S, dtype):
 
 def _sdpa_backward_composite(q, k, v, mask, causal, scale, g):
     """The ScaledDotProductAttention backward in Tensor ops (weights recomputed; all of it differentiable)."""
-    p = softmax((q @ k.mT) * scale, -1, mask=_sdpa_mask(mask, causal, q.shape[-2], k.shape[-2], q.dtype))
+    p = softmax((q * scale) @ k.mT, -1, mask=_sdpa_mask(mask, causal, q.shape[-2], k.shape[-2], q.dtype))
     dp = g @ v.mT
     ds = p * (dp - (dp * p).sum(dim=-1, keepdim=True))
     return (ds @ k) * scale, (ds.mT @ q) * scale, p.mT @ g

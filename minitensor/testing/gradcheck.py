@@ -140,7 +140,7 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-3,
     outs = _outputs(fn, inputs)
     rng = np.random.default_rng(seed + 1)
     if grad_outputs is None:
-        grad_outputs = [Tensor(rng.standard_normal(o.shape), requires_grad=True) for o in outs]
+        grad_outputs = [Tensor._from_data(rng.standard_normal(o.shape), requires_grad=True) for o in outs]
     n = len(inputs)
     diff = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
 

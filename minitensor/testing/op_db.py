@@ -53,6 +53,7 @@ def register(*infos):
 register(
     OpInfo("neg", lambda x: -x, lambda x: -x, unary(), torch_op=_t("neg")),
     OpInfo("abs", mt.abs, np.abs, unary(avoid=(0.0,)), torch_op=_t("abs")),
+    OpInfo("sign", mt.sign, np.sign, unary(avoid=(0.0,)), torch_op=_t("sign")),
     OpInfo("exp", mt.exp, np.exp, unary(), torch_op=_t("exp")),
     OpInfo("log", mt.log, np.log, unary(0.1, 3.0), torch_op=_t("log")),
     OpInfo("sqrt", mt.sqrt, np.sqrt, unary(0.1, 3.0), torch_op=_t("sqrt")),
@@ -376,12 +377,15 @@ class _NoTorchEquivalent(Exception):
 
 # ---------------------------------------------------------------------------- nn ops
 @st.composite
-def _layer_norm_sample(draw, max_dims=3):
+def _layer_norm_sample(draw, max_dims=3, affine=None, bias=False):
+    """x, then weight and bias (affine: True, False, or None = drawn), or a bias alone (bias=True)."""
     shape = draw(mts.shapes(1, max_dims, 1, 5))
     k = draw(st.integers(1, len(shape)))
     norm = shape[len(shape) - k:]
-    with_affine = draw(st.booleans())
+    with_affine = draw(st.booleans()) if affine is None else affine
     arrays = (draw(mts.arrays(shape)),) + ((draw(mts.arrays(norm)), draw(mts.arrays(norm))) if with_affine else ())
+    if bias:
+        arrays += (draw(mts.arrays(norm)),)
     return Sample(arrays, {"normalized_shape": norm})
 
 
@@ -417,6 +421,10 @@ register(
     OpInfo("layer_norm", lambda x, *wb, normalized_shape: mt.layer_norm(x, normalized_shape, *wb), _np_layer_norm,
            _layer_norm_sample(), float32_tol=(1e-4, 1e-4),
            torch_op=lambda x, *wb, normalized_shape: _torch().nn.functional.layer_norm(x, normalized_shape, *wb), supports_size0=False),
+    OpInfo("layer_norm_bias_only", lambda x, b, normalized_shape: mt.layer_norm(x, normalized_shape, None, b),
+           lambda x, b, normalized_shape: _np_layer_norm(x, normalized_shape=normalized_shape) + b,
+           _layer_norm_sample(affine=False, bias=True), float32_tol=(1e-4, 1e-4), supports_size0=False,
+           torch_op=lambda x, b, normalized_shape: _torch().nn.functional.layer_norm(x, normalized_shape, None, b)),
     OpInfo("conv2d", lambda x, w, b, **kw: conv2d(x, w, b, **kw), _np_conv2d, _conv_sample(), supports_size0=False,
            float32_tol=(1e-4, 1e-4), torch_op=lambda x, w, b, **kw: _torch().nn.functional.conv2d(x, w, b, **kw)),
 )

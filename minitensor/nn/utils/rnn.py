@@ -86,11 +86,11 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
         order, sorted_indices, unsorted_indices = np.arange(batch), None, None
     else:
         order = np.argsort(-lengths, kind="stable")
-        sorted_indices = Tensor(order.astype(np.int64))
-        unsorted_indices = Tensor(np.argsort(order, kind="stable").astype(np.int64))
+        sorted_indices = Tensor._wrap(order.astype(np.int64))
+        unsorted_indices = Tensor._wrap(np.argsort(order, kind="stable").astype(np.int64))
     batch_sizes = _batch_sizes(lengths[order])
     index = _packed_rows(batch_sizes, order, batch)
-    return PackedSequence(x.reshape(steps * batch, *x.shape[2:])[index], Tensor(batch_sizes), sorted_indices,
+    return PackedSequence(x.reshape(steps * batch, *x.shape[2:])[index], Tensor._from_data(batch_sizes), sorted_indices,
                           unsorted_indices)
 
 
@@ -111,11 +111,11 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
     # each padded position (t, n) reads packed row k, or the extra row of padding_value appended at the end
     source = np.full(steps_out * batch, data.shape[0], dtype=np.int64)
     source[_packed_rows(batch_sizes, order, batch)] = np.arange(data.shape[0])
-    pad_row = Tensor(np.full((1,) + tuple(data.shape[1:]), padding_value, dtype=data.dtype))
+    pad_row = Tensor._wrap(np.full((1,) + tuple(data.shape[1:]), padding_value, dtype=data.dtype))
     padded = cat([data, pad_row])[source].reshape(steps_out, batch, *data.shape[1:])
     if batch_first:
         padded = padded.transpose(0, 1)
-    return padded, Tensor(packed_lengths(sequence))
+    return padded, Tensor._from_data(packed_lengths(sequence))
 
 
 def packed_lengths(sequence):
