@@ -8,7 +8,10 @@ around them:
   state saved after each epoch, `--resume` ends exactly where an uninterrupted run would;
 - the checkpoint (DIR/checkpoint.safetensors) is written atomically after each epoch, so an interrupted run
   (or a failed save) never leaves a broken one;
-- DIR/metrics.json holds the per-epoch history and the summary; DIR/curves.png plots it.
+- DIR/metrics.json holds the per-epoch history and the summary (strict JSON: a non-finite figure is null);
+  DIR/curves.png plots it;
+- a non-finite training loss stops the run (TrainingDiverged) before the epoch is saved: the checkpoint stays
+  the last good one, and the message says where the loss blew up.
 
 With distributed=True (under `mpiexec -n N`, after minitensor.distributed.init()), every rank draws the same
 global batches and trains on its contiguous slice of each (np.array_split: sizes differ by at most one), through
@@ -18,6 +21,7 @@ The epoch's loss and accuracy are summed over ranks; rank 0 alone evaluates, log
 (the inner model's state: it loads in a single process), and reads it for --resume, sending it to the others.
 """
 import json
+import math
 import os
 import sys
 import time
@@ -33,6 +37,37 @@ CHECKPOINT = "checkpoint.safetensors"
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable, or written by another recipe or configuration."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite (the learning rate is too high, usually)."""
+
+
+def _reason(e):
+    """An exception as a short reason: a KeyError's str is only the quoted key."""
+    return f"missing entry {e.args[0]!r}" if isinstance(e, KeyError) and e.args else str(e)
+
+
+def _first_non_finite(value, where):
+    """The path of the first NaN or infinite number in a (nested) checkpoint entry, or None."""
+    if isinstance(value, Tensor):
+        value = value.numpy()
+    if isinstance(value, np.ndarray):
+        finite = value.dtype.kind not in "fc" or bool(np.isfinite(value).all())
+        return None if finite else where
+    if isinstance(value, float):
+        return None if math.isfinite(value) else where
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, v in items:
+        found = _first_non_finite(v, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def epoch_seed(seed, epoch):
@@ -62,14 +97,46 @@ def load_checkpoint(path, recipe_name=None):
         raise CheckpointError(f"{path} is not a minitensor training checkpoint (no recipe/model entries)")
     if recipe_name is not None and state["recipe"] != recipe_name:
         raise CheckpointError(f"checkpoint {path} is a {state['recipe']!r} checkpoint, not {recipe_name!r}")
+    if not isinstance(state["model"], dict) or not all(isinstance(v, Tensor) for v in state["model"].values()):
+        raise CheckpointError(f"checkpoint {path}: its model entry is not a state dict (names -> tensors)")
+    bad = _first_non_finite(state["model"], "")
+    if bad is not None:  # a diverged model answers NaN or one fixed class: never a silent wrong answer
+        raise CheckpointError(f"checkpoint {path} has NaN or infinite values in model weight {bad!r} (saved from a "
+                              "diverged run?)")
     return state
+
+
+def _config_difference(saved, ours, where=""):
+    """The first differing entry of two configs, as 'key is saved (this run: ours)', or None."""
+    if isinstance(saved, dict) and isinstance(ours, dict):
+        for key in sorted(set(saved) | set(ours), key=str):
+            found = _config_difference(saved.get(key, "(none)"), ours.get(key, "(none)"), f"{where}{key}.")
+            if found is not None:
+                return found
+        return None
+    return None if saved == ours else f"{where[:-1] or 'config'} is {saved!r:.60} (this run: {ours!r:.60})"
 
 
 def _read_resume_state(ckpt_path, recipe):
     state = load_checkpoint(ckpt_path, recipe.name)
-    if state["config"] != recipe.config():
-        raise CheckpointError(f"checkpoint {ckpt_path} was trained with another configuration: "
-                              f"{state['config']} (this run: {recipe.config()})")
+    missing = [k for k in ("config", "epoch", "history", "optimizer", "scheduler") if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {ckpt_path} cannot be resumed: it has no {', '.join(missing)} "
+                              "entr" + ("ies" if len(missing) > 1 else "y"))
+    difference = _config_difference(state["config"], recipe.config())
+    if difference is not None:
+        raise CheckpointError(f"checkpoint {ckpt_path} was trained with another configuration: {difference}")
+    epoch, history = state["epoch"], state["history"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        raise CheckpointError(f"checkpoint {ckpt_path}: epoch must be a positive int, got {epoch!r:.60}")
+    if (not isinstance(history, list) or len(history) != epoch
+            or not all(isinstance(h, dict) and isinstance(h.get("train_seconds"), (int, float)) for h in history)):
+        raise CheckpointError(f"checkpoint {ckpt_path}: history must hold one record per epoch ({epoch}), with "
+                              "train_seconds")
+    bad = _first_non_finite(state["optimizer"], "")
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {ckpt_path} has NaN or infinite values in optimizer state {bad!r} "
+                              "(saved from a diverged run?)")
     return state
 
 
@@ -115,8 +182,11 @@ def fit(recipe, out_dir, epochs, seed=0, resume=False, progress=True, log=print,
             if isinstance(shared[0], CheckpointError):
                 raise shared[0]
             state = shared[0]
-        recipe.load_state(state)
-        history, start = list(state["history"]), int(state["epoch"])
+        history, start = list(state["history"]), state["epoch"]
+        try:  # every rank has the same state and recipe, so the same outcome
+            recipe.load_state(state, start)
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:  # load_state_dict's mismatches included
+            raise CheckpointError(f"checkpoint {ckpt_path} cannot be resumed: {_reason(e)}") from None
         train_seconds = float(sum(h["train_seconds"] for h in history))
         log(f"resuming {recipe.name} from {ckpt_path} after epoch {start}")
     if distributed:
@@ -133,9 +203,14 @@ def fit(recipe, out_dir, epochs, seed=0, resume=False, progress=True, log=print,
         bar = _progress(len(batches), f"epoch {epoch + 1}/{epochs}", progress)
         loss_sum = correct = count = samples = 0.0
         t0 = time.perf_counter()
-        for batch in batches:
+        for step, batch in enumerate(batches):
             # loss (mean over the batch's n predictions), how many of them were right, n, and the batch size
-            loss, c, n, b = recipe.train_step(batch)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a blow-up is caught just below,
+                loss, c, n, b = recipe.train_step(batch)                         # with its epoch and step
+            if not math.isfinite(loss):
+                if bar is not None:
+                    bar.close()
+                raise TrainingDiverged(_diverged(f"the loss is {loss}", epoch, step, len(batches), recipe, ckpt_path))
             loss_sum, correct, count, samples = loss_sum + loss * n, correct + c, count + n, samples + b
             if bar is not None:
                 rate = samples / max(time.perf_counter() - t0, 1e-9)
@@ -152,12 +227,17 @@ def fit(recipe, out_dir, epochs, seed=0, resume=False, progress=True, log=print,
         train_seconds += seconds
         if not main:
             continue
+        bad = _first_non_finite({k: p.detach() for k, p in recipe.model.named_parameters()}, "")
+        if bad is not None:  # the last step's update blew up: never save it
+            raise TrainingDiverged(_diverged(f"weight {bad!r} is NaN or infinite", epoch, len(batches) - 1,
+                                             len(batches), recipe, ckpt_path))
         recipe.model.eval()
         t1 = time.perf_counter()
         metrics = recipe.evaluate()
         record = dict(epoch=epoch + 1, train_loss=loss_sum / max(count, 1), train_accuracy=correct / max(count, 1),
                       train_seconds=seconds, eval_seconds=time.perf_counter() - t1,
                       samples_per_second=samples / max(seconds, 1e-9), lr=recipe.current_lr(), **metrics)
+        record = {k: _json_number(v) for k, v in record.items()}  # an infinite test loss is recorded as None
         history.append(record)
         log(f"epoch {epoch + 1:3d}/{epochs}  loss {record['train_loss']:.4f}  train acc {record['train_accuracy']:.2%}"
             f"  test acc {metrics['test_accuracy']:.2%}  {record['samples_per_second']:.0f} samples/s"
@@ -178,6 +258,19 @@ def fit(recipe, out_dir, epochs, seed=0, resume=False, progress=True, log=print,
     return summary
 
 
+def _diverged(what, epoch, step, steps, recipe, ckpt_path):
+    kept = f"the checkpoint {ckpt_path} holds epoch {epoch}" if epoch > 0 else "no checkpoint was written"
+    return (f"training diverged at epoch {epoch + 1}, step {step + 1}/{steps}: {what} (lr {recipe.current_lr():.3g}, "
+            f"peak {recipe.lr:g}); {kept}; try a lower --lr")
+
+
+def _json_number(value):
+    """value, or None for a NaN or infinite float (JSON has no NaN: json.dump would write an invalid file)."""
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
+
+
 def _threads():
     from .backend import get_num_threads
 
@@ -186,9 +279,11 @@ def _threads():
 
 def write_metrics(out_dir, history, summary):
     """metrics.json (history + summary) and curves.png (loss and accuracy per epoch)."""
+    summary = {k: _json_number(v) for k, v in summary.items()}
+    history = [{k: _json_number(v) for k, v in h.items()} for h in history]
     tmp = os.path.join(out_dir, "metrics.json.tmp")
     with open(tmp, "w") as f:
-        json.dump(dict(summary=summary, history=history), f, indent=1)
+        json.dump(dict(summary=summary, history=history), f, indent=1, allow_nan=False)
     os.replace(tmp, os.path.join(out_dir, "metrics.json"))
     try:
         import matplotlib
@@ -197,16 +292,20 @@ def write_metrics(out_dir, history, summary):
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+
+    def series(key, scale=1):  # a None (non-finite) figure is a gap in the curve
+        return [np.nan if h[key] is None else scale * h[key] for h in history]
+
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4))
-    ax1.plot(epochs, [h["train_loss"] for h in history], "o-", ms=3, label="train loss")
+    ax1.plot(epochs, series("train_loss"), "o-", ms=3, label="train loss")
     if "test_loss" in history[0]:
-        ax1.plot(epochs, [h["test_loss"] for h in history], "o-", ms=3, label="test loss")
+        ax1.plot(epochs, series("test_loss"), "o-", ms=3, label="test loss")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
     ax1.legend()
-    ax2.plot(epochs, [100 * h["train_accuracy"] for h in history], "o-", ms=3, label="train")
-    ax2.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", ms=3, label="test")
+    ax2.plot(epochs, series("train_accuracy", 100), "o-", ms=3, label="train")
+    ax2.plot(epochs, series("test_accuracy", 100), "o-", ms=3, label="test")
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("accuracy (%)")
     ax2.legend()

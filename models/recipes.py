@@ -1,9 +1,12 @@
 """Training recipes: the data, model, loss, optimizer and evaluation of each `python -m minitensor train` task.
 
 Each recipe exposes what minitensor.training.fit drives: `train_batches(rng)`, `train_step(batch)`, `evaluate()`,
-`state()` / `load_state(state)`, `config()` and `current_lr()`; `from_checkpoint(state)` rebuilds a trained
+`state()` / `load_state(state, epoch)`, `config()` and `current_lr()`; `from_checkpoint(state)` rebuilds a trained
 model for evaluation and inference. Built only on minitensor's public API.
 """
+import math
+import numbers
+
 import numpy as np
 
 import minitensor as mt
@@ -15,6 +18,68 @@ from .transformer import TransformerClassifier
 from .vit import ViT, vit_tiny
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+# A checkpoint's model config is read before the model is built, and building allocates: a crafted config (dim 2**20)
+# would ask for terabytes before any shape check. Every model the recipes train is far below this.
+MAX_PARAMETERS = 10**8
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_config(what, config, bounds):
+    """Check `config` (a dict read from a checkpoint) against `bounds`, {key: allowed} where allowed is a range of
+    ints, float (a number in [0, 1)), or a tuple of allowed values. Raises ValueError naming the key."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{what}: expected a dict, got {type(config).__name__}")
+    missing = [k for k in bounds if k not in config]
+    unknown = [str(k) for k in config if k not in bounds]
+    if missing or unknown:
+        raise ValueError(f"{what}: " + "; ".join(f"{name} {', '.join(keys)}" for name, keys in
+                                                   (("missing", missing), ("unknown", unknown)) if keys))
+    for key, allowed in bounds.items():
+        value = config[key]
+        if isinstance(allowed, range):
+            ok, expected = _is_int(value) and value in allowed, f"an int in [{allowed.start}, {allowed.stop - 1}]"
+        elif allowed is float:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 <= value < 1
+            expected = "a number in [0, 1)"
+        else:
+            ok = any(type(value) is type(a) and value == a for a in allowed)
+            expected = " or ".join(repr(a) for a in allowed)
+        if not ok:
+            raise ValueError(f"{what}: {key} must be {expected}, got {value!r}")
+
+
+def _check_size(what, parameters):
+    if parameters > MAX_PARAMETERS:
+        raise ValueError(f"{what}: about {parameters:,} parameters, more than the {MAX_PARAMETERS:,} any model of "
+                         "the zoo can have (a corrupt or crafted config?)")
+
+
+def _encoder_layers(depth, dim, mlp_dim):
+    """Parameters of `depth` Transformer encoder layers (attention in/out projections, MLP, two LayerNorms)."""
+    return depth * (4 * dim * dim + 4 * dim + 2 * dim * mlp_dim + mlp_dim + dim + 4 * dim)
+
+
+def _plain(value):
+    """value with tuples as lists, as a checkpoint gives them back."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _check_texts(what, texts):
+    """Empty or whitespace-only text has no tokens: the models would answer from padding alone (a language for
+    nothing, a NaN probability), so it is an error."""
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{what}: expected texts (str), got {type(text).__name__} at index {i}")
+        if not text.strip():
+            raise ValueError(f"{what}: text {i} is empty or only whitespace ({text!r}): give the words to {what}")
 
 
 def _batches(order, batch_size):
@@ -31,12 +96,17 @@ class Recipe:
         self.batch_size = d["batch_size"] if batch_size is None else batch_size
         self.lr = d["lr"] if lr is None else lr
         self.seed = seed
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ValueError(f"{self.name}: epochs and batch size must be at least 1 and lr positive, got epochs "
-                             f"{self.epochs}, batch size {self.batch_size}, lr {self.lr}")
+        ints = _is_int(self.epochs) and _is_int(self.batch_size) and _is_int(seed)
+        lr_ok = isinstance(self.lr, numbers.Real) and not isinstance(self.lr, bool) and 0 < self.lr < math.inf
+        if not (ints and lr_ok and self.epochs >= 1 and self.batch_size >= 1 and seed >= 0):
+            raise ValueError(f"{self.name}: epochs and batch size must be ints of at least 1, lr a finite positive "
+                             f"number and seed an int of at least 0, got epochs {self.epochs!r}, batch size "
+                             f"{self.batch_size!r}, lr {self.lr!r}, seed {seed!r}")
         self.extra = getattr(self, "extra", {})
         if data:
             self.load_data()
+        if model_config is not None:  # from a checkpoint: checked before building allocates anything
+            self.check_model_config(model_config)
         mt.manual_seed(seed)
         self.model = self.build_model(model_config)
         self.ddp = None  # the DistributedDataParallel wrapper of a distributed run (see distribute)
@@ -48,6 +118,7 @@ class Recipe:
         return dict(model=self.model.config, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed)
 
     def setup_optimizer(self, steps_per_epoch):
+        self.steps_per_epoch = steps_per_epoch
         self.optimizer = optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.defaults["weight_decay"])
         self.scheduler = optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=self.lr,
                                                        total_steps=self.epochs * steps_per_epoch,
@@ -84,14 +155,38 @@ class Recipe:
         return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                     scheduler=self.scheduler.state_dict(), extra=self.extra)
 
-    def load_state(self, state):
+    def load_state(self, state, epoch):
+        """Resume after `epoch` epochs from state() as saved then. Raises ValueError, before loading anything,
+        when the saved schedule is not the one this run follows (another length, peak lr or shape) or not at the
+        step that ends epoch `epoch`: loading it would silently restart or distort the schedule."""
+        self._check_schedule(state["scheduler"], epoch)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
+    def _check_schedule(self, saved, epoch):
+        fresh = self.scheduler.state_dict()
+        if not isinstance(saved, dict) or set(saved) != set(fresh):
+            keys = sorted(map(str, saved)) if isinstance(saved, dict) else type(saved).__name__
+            raise ValueError(f"the saved scheduler state is not a {type(self.scheduler).__name__}'s: it has "
+                             f"{keys}, expected {sorted(fresh)}")
+        moving = ("last_epoch", "_step_count", "_last_lr")  # where the schedule is; the rest is what it is
+        for key in fresh:
+            if key not in moving and _plain(saved[key]) != _plain(fresh[key]):
+                raise ValueError(f"the saved learning-rate schedule differs from this run's: {key} is "
+                                 f"{saved[key]!r:.100}, this run's is {fresh[key]!r:.100}")
+        step = epoch * self.steps_per_epoch
+        if saved["last_epoch"] != step or saved["_step_count"] != step + 1:
+            raise ValueError(f"the saved scheduler is at step {saved['last_epoch']!r}, but {epoch} epochs of "
+                             f"{self.steps_per_epoch} steps end at step {step}")
+
     @classmethod
     def from_checkpoint(cls, state, data=True):
-        cfg = state["config"]
+        cfg = state.get("config")
+        keys = ("model", "epochs", "batch_size", "lr", "seed")
+        if not isinstance(cfg, dict) or any(k not in cfg for k in keys):
+            raise ValueError(f"{cls.name} checkpoint: config must be a dict with entries {', '.join(keys)}, got "
+                             f"{cfg!r:.200}")
         recipe = cls.__new__(cls)
         recipe.extra = state.get("extra", {})
         recipe.restore_extra(recipe.extra)
@@ -102,6 +197,18 @@ class Recipe:
 
     def restore_extra(self, extra):
         pass
+
+    def check_model_config(self, config):
+        """Raise ValueError unless `config` (from a checkpoint) is one this recipe's model can be built from (the
+        keys and ranges of model_bounds) and of a sane size (model_size: about its parameter count)."""
+        what = f"{self.name} checkpoint: model config"
+        check_config(what, config, self.model_bounds)
+        _check_size(what, self.model_size(config))
+
+    def _extra(self, extra, *keys):
+        if not isinstance(extra, dict) or any(k not in extra for k in keys):
+            raise ValueError(f"{self.name} checkpoint: extra must be a dict with entries {', '.join(keys)}")
+        return [extra[k] for k in keys]
 
 
 # --------------------------------------------------------------------------------------------------- ViT
@@ -124,6 +231,16 @@ class VitRecipe(Recipe):
         self._padded = np.pad(self.x_train, ((0, 0), (0, 0), (s, s), (s, s)),
                               constant_values=(0.0 - MNIST_MEAN) / MNIST_STD)
         self._windows = np.lib.stride_tricks.sliding_window_view(self._padded, (28, 28), axis=(2, 3))
+
+    model_bounds = dict(image_size=range(1, 1025), patch_size=range(1, 1025), in_channels=range(1, 65),
+                        num_classes=range(1, 100_001), dim=range(1, 8193), depth=range(1, 129), heads=range(1, 1025),
+                        mlp_dim=range(1, 65_537), dropout=float)
+
+    @staticmethod
+    def model_size(c):
+        d, patches = c["dim"], (c["image_size"] // c["patch_size"]) ** 2
+        return (c["in_channels"] * c["patch_size"] ** 2 * d + (patches + 2) * d
+                + _encoder_layers(c["depth"], d, c["mlp_dim"]) + d * c["num_classes"])
 
     def build_model(self, config):
         return ViT(**config) if config else vit_tiny()
@@ -193,8 +310,30 @@ class Seq2SeqRecipe(Recipe):
     def restore_extra(self, extra):
         from minitensor.data.vocab import Vocab
 
-        self.src_vocab = Vocab.from_state_dict(extra["src_vocab"])
-        self.tgt_vocab = Vocab.from_state_dict(extra["tgt_vocab"])
+        src, tgt = self._extra(extra, "src_vocab", "tgt_vocab")
+        self.src_vocab, self.tgt_vocab = Vocab.from_state_dict(src), Vocab.from_state_dict(tgt)
+
+    model_bounds = dict(src_vocab_size=range(1, 1_000_001), tgt_vocab_size=range(1, 1_000_001),
+                        emb_dim=range(1, 8193), hidden_size=range(1, 8193), num_layers=range(1, 65),
+                        attention=(True, False), pad_id=range(0, 1_000_000), start_id=range(0, 1_000_000),
+                        end_id=range(0, 1_000_000), dropout=float)
+
+    @staticmethod
+    def model_size(c):
+        e, h, layers = c["emb_dim"], c["hidden_size"], c["num_layers"]
+        lstm = 4 * h * (max(e, h) + h + 2) * layers  # each layer: input and hidden weights, two biases
+        return (c["src_vocab_size"] + c["tgt_vocab_size"]) * e + 2 * lstm + 2 * h * h + (h + 1) * c["tgt_vocab_size"]
+
+    def check_model_config(self, config):
+        super().check_model_config(config)
+        # the vocabularies saved with the model must index its embeddings exactly (a larger one would produce ids
+        # out of the embedding's range)
+        sizes = dict(src_vocab_size=len(self.src_vocab), tgt_vocab_size=len(self.tgt_vocab),
+                     pad_id=self.tgt_vocab.pad_id, start_id=self.tgt_vocab.start_id, end_id=self.tgt_vocab.end_id)
+        for key, value in sizes.items():
+            if config[key] != value:
+                raise ValueError(f"seq2seq checkpoint: model config {key} is {config[key]}, but its vocabulary "
+                                 f"gives {value}")
 
     def build_model(self, config):
         if config:
@@ -233,6 +372,7 @@ class Seq2SeqRecipe(Recipe):
         return loss.item(), correct, tokens, len(idx)  # token accuracy
 
     def translate(self, texts, beam_size=1):
+        _check_texts("translate", texts)
         out = []
         if beam_size > 1:
             for t in texts:
@@ -277,8 +417,27 @@ class TextClsRecipe(Recipe):
     def restore_extra(self, extra):
         from minitensor.data.vocab import Vocab
 
-        self.vocab = Vocab.from_state_dict(extra["vocab"])
-        self.classes = list(extra["classes"])
+        vocab, classes = self._extra(extra, "vocab", "classes")
+        self.vocab, self.classes = Vocab.from_state_dict(vocab), [str(c) for c in classes]
+
+    model_bounds = dict(vocab_size=range(1, 1_000_001), num_classes=range(1, 100_001), dim=range(1, 8193),
+                        depth=range(1, 129), heads=range(1, 1025), mlp_dim=range(1, 65_537), dropout=float,
+                        max_len=range(1, 1_000_001), pad_id=range(0, 1_000_000), pooling=("mean", "cls"),
+                        norm_first=(True, False))
+
+    @staticmethod
+    def model_size(c):
+        d = c["dim"]  # the embedding, the positional table (a buffer), the encoder and the head
+        return ((c["vocab_size"] + c["max_len"] + 2) * d + _encoder_layers(c["depth"], d, c["mlp_dim"])
+                + (d + 1) * c["num_classes"])
+
+    def check_model_config(self, config):
+        super().check_model_config(config)
+        sizes = dict(vocab_size=len(self.vocab), num_classes=len(self.classes), pad_id=self.vocab.pad_id)
+        for key, value in sizes.items():
+            if config[key] != value:
+                raise ValueError(f"textcls checkpoint: model config {key} is {config[key]}, but its vocabulary and "
+                                 f"classes give {value}")
 
     def build_model(self, config):
         if config:
@@ -318,6 +477,7 @@ class TextClsRecipe(Recipe):
     @mt.no_grad()
     def classify(self, texts):
         """texts -> (predicted class names, probabilities (N, classes))."""
+        _check_texts("classify", texts)
         probs = []
         order = np.argsort([len(t) for t in texts], kind="stable")
         for i in range(0, len(texts), 500):

@@ -98,7 +98,7 @@ def _run(capsys, *argv):
 @pytest.mark.parametrize("argv, message", [
     (["train", "resnet"], "invalid choice: 'resnet'"),
     (["train", "vit", "--epochs", "0"], "expected a positive int, got '0'"),
-    (["train", "vit", "--lr", "fast"], "expected a positive float, got 'fast'"),
+    (["train", "vit", "--lr", "fast"], "expected a positive finite float, got 'fast'"),
     (["train", "vit", "--batch-size", "-3"], "expected a positive int, got '-3'"),
     (["eval", "vit", "--checkpoint", "/nonexistent/ckpt.safetensors"], "does not exist"),
     (["translate"], "the following arguments are required: text"),
