@@ -5,13 +5,52 @@ and hands the C++ side arrays it can read safely: float32/float64 only (anything
 reference), aligned, with strides in whole elements (otherwise copied once). Strided views (transposes,
 slices, broadcast dims) pass through as they are: the kernels read through strides.
 """
+import ctypes
 import importlib
+import os
 
 import numpy as np
 
 from . import numpy_ref
 
-_C = importlib.import_module("minitensor._C")
+# How long an idle OpenMP worker spins before it sleeps. libgomp's default is 300,000 rounds (~5 ms here) after
+# every parallel region, and numpy's OpenBLAS spins ~0.13 s after every call: a library called right after the
+# other shares its cores with those spinning threads, and on a machine busy with other processes the spinning
+# threads also burn the time slices their own teammates need. 10,000 rounds (~0.2 ms) bridge most gaps between
+# the kernels of a training step (the Python work between two kernels takes ~0.05-0.3 ms), so waking a sleeping
+# worker (~15 us) stays rare, and the cores go back to numpy, torch or anyone else right after minitensor's last
+# kernel (benchmarks/bench_threads_mixed.py measures both directions).
+# libgomp reads GOMP_SPINCOUNT once, when it loads, which is when _C loads: the variable is set for that import
+# only and removed after, so child processes, torch's own copy of libgomp and anything loaded later see the
+# environment as the user left it. A wait policy the user chose (OMP_WAIT_POLICY or GOMP_SPINCOUNT) is kept.
+SPIN_COUNT = 10000
+_WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def _libgomp_loaded():
+    """Whether libgomp is already in the process (then its wait policy was fixed when it loaded, not by us)."""
+    try:
+        ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD)
+    except (OSError, AttributeError):  # not loaded, or not a platform with libgomp.so.1 / RTLD_NOLOAD
+        return False
+    return True
+
+
+def _load_extension():
+    """Import minitensor._C with minitensor's OpenMP wait policy; returns (module, the policy in effect)."""
+    chosen = [f"{k}={os.environ[k]}" for k in _WAIT_VARS if k in os.environ]
+    if chosen:
+        return importlib.import_module("minitensor._C"), " ".join(chosen) + " (the user's)"
+    if _libgomp_loaded():
+        return importlib.import_module("minitensor._C"), "libgomp's own (it was loaded before minitensor)"
+    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+    try:
+        return importlib.import_module("minitensor._C"), f"GOMP_SPINCOUNT={SPIN_COUNT} (minitensor's default)"
+    finally:
+        del os.environ["GOMP_SPINCOUNT"]
+
+
+_C, _OMP_WAIT = _load_extension()
 
 NAME = "native"
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -305,7 +344,7 @@ def conv2d_backward(g, x, weight, stride, padding, dilation, need_input, need_we
 
 
 def info():
-    return dict(_C.info())
+    return dict(_C.info(), omp_wait=_OMP_WAIT)
 
 
 def set_num_threads(n):
