@@ -103,9 +103,9 @@ class Context:
         for i, (t, version) in enumerate(zip(self._saved, self._saved_versions)):
             if t is not None and t._vc[0] != version:
                 raise RuntimeError(
-                    f"{self.name()}: one of the tensors needed for gradient computation has been modified "
-                    f"by an in-place operation: saved tensor {i} of shape {tuple(t.shape)} is at version "
-                    f"{t._vc[0]}; expected version {version}. Use an out-of-place op, or clone() it first."
+                    f"{self.name()}: one of the variables needed for gradient computation has been modified by "
+                    f"an inplace operation: saved tensor {i} ({t.dtype} of shape {tuple(t.shape)}) is at version "
+                    f"{t._vc[0]}; expected version {version} instead. Use an out-of-place op, or clone() it first."
                 )
         return self._saved
 

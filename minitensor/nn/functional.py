@@ -75,7 +75,7 @@ def _additive_mask(mask, dtype, op):
         return np.where(m, 0.0, -np.inf).astype(dtype)
     if m.dtype.kind != "f":
         raise TypeError(f"{op}: attn_mask must be bool or floating point, got {m.dtype}")
-    return m.astype(dtype, copy=False)
+    return m.astype(dtype)  # a copy: the attention op keeps it for backward, and the caller may edit its tensor
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None):
