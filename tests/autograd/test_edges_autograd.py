@@ -1,18 +1,20 @@
 """Autograd at its edges: what an op keeps for backward is version-checked (DESIGN: everything kept goes through
-save_for_backward).
+save_for_backward), each leaf owns a writable contiguous .grad, and a hook that returns a wrong gradient is named.
 
-The rule is checked mechanically over the whole op registry (minitensor/testing/op_db.py), so an op added later
-is held to it without a test of its own.
+The first two rules are checked mechanically over the whole op registry (minitensor/testing/op_db.py), so an op
+added later is held to them without a test of its own.
 """
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import invariant, precondition, rule
 
 import minitensor as mt
 from minitensor import autograd
 from minitensor.autograd.function import Context
 from minitensor.testing.op_db import OPS
+from tests.autograd.test_state_machine import EngineMachine
 
 IDS = [info.name for info in OPS]
 VERSION_ERROR = "modified by an inplace operation"
@@ -209,3 +211,148 @@ def test_the_version_error_reads_like_pytorchs(engine):
     assert str(err.value).startswith(
         "ExpBackward: one of the variables needed for gradient computation has been modified by an inplace "
         "operation: saved tensor 0 (float32 of shape (2,)) is at version 1; expected version 0 instead."), err.value
+
+
+# ----------------------------------------------------------------- 2. each leaf owns its .grad
+def _assert_own_grads(leaves):
+    for i, t in enumerate(leaves):
+        g = t.grad
+        assert g is not None
+        assert g._data.flags.writeable and g.is_contiguous(), f"leaf {i}: .grad is a read-only or strided view"
+        for j, u in enumerate(leaves[:i]):
+            assert not np.shares_memory(g._data, u.grad._data), f"leaves {j} and {i} share one .grad"
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_two_leaves_of_one_add_get_their_own_writable_grad(engine, create_graph):
+    a = mt.tensor([1.0, 2.0], requires_grad=True)
+    b = mt.tensor([3.0, 4.0], requires_grad=True)
+    (a + b).sum().backward(create_graph=create_graph)
+    assert a.grad is not b.grad
+    _assert_own_grads([a, b])
+    a.grad.zero_()
+    np.testing.assert_array_equal(a.grad.detach().numpy(), [0.0, 0.0])
+    np.testing.assert_array_equal(b.grad.detach().numpy(), [1.0, 1.0])
+
+
+def test_create_graph_grads_stay_differentiable(engine):
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    y = mt.tensor([3.0, 4.0], requires_grad=True)
+    (x * x * y).sum().backward(create_graph=True)  # x.grad = 2 x y, y.grad = x²
+    assert x.grad.requires_grad and x.grad is not y.grad
+    (gx,) = autograd.grad(x.grad.sum(), [y])  # d/dy sum(2 x y) = 2 x
+    np.testing.assert_array_equal(gx.numpy(), [2.0, 4.0])
+
+
+@pytest.mark.parametrize("make", [
+    lambda w: (w[None].expand(4, 2, 3) * 1.0).sum(),  # expand's backward: a sum; the leaf used through a broadcast
+    lambda w: w.sum(),                                # sum's backward: a read-only broadcast of the scalar
+    lambda w: (w.T * 2).sum(),                        # a transpose's gradient: an F-ordered view
+    lambda w: (w[None] + w[None]).sum(),              # one leaf reached twice, each through a view
+], ids=["expand", "sum", "transpose", "views"])
+def test_a_leaf_grad_is_contiguous_and_writable_whatever_its_gradient_was(engine, make):
+    w = mt.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], requires_grad=True)
+    make(w).backward()
+    assert w.grad._data.flags.writeable and w.grad._data.flags.c_contiguous
+    w.grad.add_(1.0)  # clip_grad_norm_ and optimizers write into .grad like this
+
+
+def test_an_f_ordered_leaf_gets_an_f_ordered_grad_as_in_pytorch(engine):
+    w = mt.Tensor._wrap(np.asfortranarray(np.arange(6.0).reshape(2, 3)))
+    w.requires_grad = True
+    (w * 2).sum().backward()
+    assert w.grad._data.flags.f_contiguous and w.grad._data.flags.writeable
+    np.testing.assert_array_equal(w.grad.numpy(), np.full((2, 3), 2.0))
+
+
+class GradOwnershipMachine(EngineMachine):
+    """The engine's state machine, plus backward with create_graph and from an unweighted sum (where the add's two
+    inputs receive one gradient object), in-place writes into a .grad, and the invariant that every leaf's .grad
+    is its own writable contiguous array."""
+
+    @rule(x=EngineMachine.tensors, create_graph=st.booleans())
+    def backward_of_sum(self, x, create_graph):
+        if not x.requires_grad or x.graph & self.freed or any(self.refs[i].version != v for i, v in x.deps):
+            return  # the parent machine covers the errors
+        x.tensor.sum().backward(create_graph=create_graph)
+        for leaf_id, j in x.jac.items():
+            g = np.ones(3) @ j
+            prev = self.expected_grad[leaf_id]
+            self.expected_grad[leaf_id] = g if prev is None else prev + g
+        if not create_graph:  # create_graph keeps the graph (retain_graph defaults to it)
+            self.freed |= x.graph
+
+    @precondition(lambda self: self.leaves)
+    @rule(data=st.data())
+    def scale_one_grad_in_place(self, data):
+        leaf = data.draw(st.sampled_from(self.leaves))
+        if leaf.tensor.grad is not None:
+            leaf.tensor.grad.mul_(0.5)
+            self.expected_grad[leaf.id] = self.expected_grad[leaf.id] * 0.5
+
+    def _resync(self):
+        for leaf in self.leaves:
+            g = leaf.tensor.grad
+            self.expected_grad[leaf.id] = None if g is None else g.detach().numpy().copy()
+
+    @invariant()
+    def gradients_match_the_reference(self):
+        for leaf in self.leaves:
+            expected, actual = self.expected_grad[leaf.id], leaf.tensor.grad
+            assert (expected is None) == (actual is None), f"leaf {leaf.id}: expected {expected}, got {actual}"
+            if expected is not None:
+                np.testing.assert_allclose(actual.detach().numpy(), expected, rtol=1e-10, atol=1e-12)
+
+    @invariant()
+    def every_grad_is_owned_writable_and_contiguous(self):
+        _assert_own_grads([leaf.tensor for leaf in self.leaves if leaf.tensor.grad is not None])
+
+
+GradOwnershipMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+TestGradOwnershipMachine = GradOwnershipMachine.TestCase
+
+
+# ----------------------------------------------------------------- 3. hooks that return a wrong gradient are named
+def shrink(g):
+    return g.sum()
+
+
+def to_float(g):
+    return 3.0
+
+
+def widen(g):
+    return g.to(mt.float64)
+
+
+@pytest.mark.parametrize("leaf", [True, False], ids=["leaf", "non-leaf"])
+@pytest.mark.parametrize("hook, error, message", [
+    (shrink, RuntimeError, r"hook 'shrink' has changed the size of value: it returned a gradient of shape \(\), "
+                           r"expected shape \(3,\)"),
+    (to_float, TypeError, r"hook 'to_float' returned float; expected a Tensor of shape \(3,\) \(the gradient\) "
+                          r"or None"),
+    (widen, RuntimeError, r"hook 'widen' has changed the type of value: it returned a gradient of dtype float64, "
+                          r"expected float32"),
+], ids=["size", "type", "dtype"])
+def test_a_hook_returning_a_wrong_gradient_is_named(engine, leaf, hook, error, message):
+    a = mt.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    t = a if leaf else a * 2
+    t.register_hook(hook)
+    with pytest.raises(error, match=message):
+        (t * 2).sum().backward()
+
+
+def test_a_hook_error_names_a_lambda_and_a_method_by_qualname(engine):
+    class Scaler:
+        def bad(self, g):
+            return g[:1]
+
+    a = mt.tensor([1.0, 2.0], requires_grad=True)
+    a.register_hook(Scaler().bad)
+    with pytest.raises(RuntimeError, match=r"hook '.*Scaler\.bad' has changed the size of value"):
+        a.sum().backward()
+    b = mt.tensor([1.0, 2.0], requires_grad=True)
+    b.register_hook(lambda g: None)  # None keeps the gradient
+    b.register_hook(lambda g: g * 2)  # a correct replacement is used
+    b.sum().backward()
+    np.testing.assert_array_equal(b.grad.numpy(), [2.0, 2.0])
