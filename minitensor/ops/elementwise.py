@@ -511,7 +511,9 @@ def softplus(x, beta=1.0, threshold=20.0):
 def clamp(x, min=None, max=None):
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
-    if isinstance(min, Tensor) or isinstance(max, Tensor):
+    # bounds given as tensors or arrays go through maximum/minimum, which save them (an array as a copy): Clamp
+    # keeps its bounds as constants, outside save_for_backward
+    if isinstance(min, (Tensor, np.ndarray)) or isinstance(max, (Tensor, np.ndarray)):
         out = x
         if min is not None:
             out = maximum(out, min)

@@ -201,6 +201,21 @@ def test_numpy_indices_are_copied_so_editing_them_changes_nothing(engine):
     np.testing.assert_array_equal(x.grad.numpy(), [3.0, 0.0, 3.0])
 
 
+def test_clamp_bounds_given_as_arrays_are_not_kept_by_reference(engine):
+    x = mt.tensor([0.5, 2.0, -1.0], requires_grad=True)
+    lo = np.zeros(3, dtype=np.float32)
+    y = mt.clamp(x, lo)
+    lo[:] = 5.0  # numpy has no version counter: the op must not read this array again in backward
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 1.0, 0.0])
+    hi = mt.tensor([1.0, 1.0, 1.0])
+    y = mt.clamp(x, max=hi)
+    with mt.no_grad():
+        hi.zero_()
+    with pytest.raises(RuntimeError, match=VERSION_ERROR):
+        y.sum().backward()
+
+
 def test_the_version_error_reads_like_pytorchs(engine):
     x = mt.tensor([1.0, 2.0], requires_grad=True)
     y = x.exp()
