@@ -217,12 +217,29 @@ def _run_hooks(node, grads):
                 break
             out = fn(grads[nr])
             if out is not None:
-                grads[nr] = out
+                grads[nr] = _checked_hook_result(fn, out, grads[nr])
     for nr, ref in (retained or {}).items():  # retain_grad() sees the gradient after every hook
         t = ref()
         if t is not None and grads[nr] is not None:
             AccumulateGrad(t).accumulate(grads[nr], grad_mode.is_grad_enabled())
     return grads
+
+
+def _checked_hook_result(hook, out, grad):
+    """A hook's replacement gradient must look like the one it was given (PyTorch's rule): a Tensor of the
+    same shape and dtype. Anything else would fail later, in a backward that knows nothing of the hook."""
+    name = getattr(hook, "__qualname__", None) or getattr(hook, "__name__", None) or repr(hook)
+    data = getattr(out, "_data", None)
+    if data is None or not isinstance(data, np.ndarray):
+        raise TypeError(f"hook {name!r} returned {type(out).__name__}; expected a Tensor of shape "
+                        f"{tuple(grad.shape)} (the gradient) or None")
+    if data.shape != grad._data.shape:
+        raise RuntimeError(f"hook {name!r} has changed the size of value: it returned a gradient of shape "
+                           f"{tuple(data.shape)}, expected shape {tuple(grad.shape)}")
+    if data.dtype != grad._data.dtype:
+        raise RuntimeError(f"hook {name!r} has changed the type of value: it returned a gradient of dtype "
+                           f"{data.dtype}, expected {grad.dtype}")
+    return out
 
 
 def _root_grads(tensors, grad_tensors, op):

@@ -103,9 +103,9 @@ class Context:
         for i, (t, version) in enumerate(zip(self._saved, self._saved_versions)):
             if t is not None and t._vc[0] != version:
                 raise RuntimeError(
-                    f"{self.name()}: one of the tensors needed for gradient computation has been modified "
-                    f"by an in-place operation: saved tensor {i} of shape {tuple(t.shape)} is at version "
-                    f"{t._vc[0]}; expected version {version}. Use an out-of-place op, or clone() it first."
+                    f"{self.name()}: one of the variables needed for gradient computation has been modified by "
+                    f"an inplace operation: saved tensor {i} ({t.dtype} of shape {tuple(t.shape)}) is at version "
+                    f"{t._vc[0]}; expected version {version} instead. Use an out-of-place op, or clone() it first."
                 )
         return self._saved
 
@@ -158,12 +158,19 @@ class AccumulateGrad:
     def accumulate(self, grad, create_graph):
         leaf = self.variable
         if leaf.grad is None:
-            # Store our own copy: `grad` may be shared with other leaves or be a read-only broadcast view,
-            # and later accumulations (and clip_grad_norm_, zero_()) write into leaf.grad in place.
+            # Store our own copy, in both modes: `grad` may be shared with other leaves (the two inputs of an add
+            # get the same gradient object) or be a read-only broadcast view (a sum's backward), and later
+            # accumulations, clip_grad_norm_ and zero_() write into leaf.grad in place. The copy is contiguous:
+            # C order, or F order for an F-ordered leaf (PyTorch's grad layout follows a dense leaf's layout).
+            # With create_graph it is a recorded clone, so the gradient stays differentiable.
             if create_graph:
-                leaf.grad = grad
+                leaf.grad = grad.clone()
             else:
-                leaf.grad = _tensor_cls()._wrap(np.array(grad._data, dtype=leaf.dtype, copy=True))
+                data = leaf._data
+                order = "F" if data.flags.f_contiguous and not data.flags.c_contiguous else "C"
+                buf = np.empty(data.shape, dtype=data.dtype, order=order)
+                np.copyto(buf, grad._data, casting="unsafe")
+                leaf.grad = _tensor_cls()._wrap(buf)
         elif create_graph or leaf.grad.requires_grad:
             leaf.grad = leaf.grad + grad
         else:

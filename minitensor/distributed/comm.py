@@ -37,6 +37,10 @@ _ANSWER_WINDOW = 2.0  # seconds a timed-out rank waits for the others to say whe
 _ABORT_GRACE = 1.0
 _DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"]
 _META_DIMS = 8  # shapes travel as up to 8 dims (a longer shape folds its tail into the last one)
+# The collectives that first compare their arguments across ranks (_agree), by the code they send: MPI matches
+# collectives by order only (an allgather on one rank completes against a barrier on another, with garbage), so
+# each public collective starts with the same small allgather, which names the collective every rank is in.
+_COLLECTIVES = ("all_reduce", "broadcast", "all_gather", "barrier", "broadcast_object_list")
 
 
 class DistributedError(RuntimeError):
@@ -162,18 +166,8 @@ class _World:
         while len(answers) < len(others) and time.perf_counter() < end:
             answers.update(self._serve(self._control_messages()))
             time.sleep(1e-3)
-        with_us = [r for r, a in sorted(answers.items()) if a is not None and a[0] == seq]
-        elsewhere = {r: a for r, a in sorted(answers.items()) if a is not None and a[0] != seq}
-        silent = [r for r in others if r not in with_us and r not in elsewhere]
-        blame = sorted(silent + list(elsewhere))
-        parts = [f"{what} timed out after {self.timeout:g} s on rank {self.rank}, waiting for rank(s) {blame}"]
-        if silent:
-            parts.append(f"rank(s) {silent} did not answer (dead, hung, or busy outside a collective)")
-        parts += [f"rank {r} waits in {a[1]} instead" for r, a in elsewhere.items()]
-        if with_us:
-            parts.append(f"rank(s) {with_us} were waiting too")
-        message = "; ".join(parts) + f". Aborting the job (timeout: init(timeout=...) or {TIMEOUT_ENV})"
-        sends = [self.ctl.isend(message, dest=r, tag=_NOTICE) for r in with_us + list(elsewhere)]
+        message, notify = _diagnose((seq, what), self.rank, others, answers, self.timeout)
+        sends = [self.ctl.isend(message, dest=r, tag=_NOTICE) for r in notify]
         end = time.perf_counter() + 0.5
         while not all(s.Test() for s in sends) and time.perf_counter() < end:
             time.sleep(1e-3)
@@ -188,6 +182,32 @@ class _World:
 
         threading.Thread(target=abort, daemon=True, name="minitensor-distributed-abort").start()
         return error
+
+
+def _diagnose(what, rank, others, answers, timeout):
+    """The message of a timed-out collective `what` = (seq, description) on `rank`, from where the `others` said
+    they wait (answers: rank -> (seq, description) or None, outside a collective; a rank that did not answer is
+    missing). A rank waits *with* us only in the same collective: the same number and description; one with the
+    same number but another description called a different collective (or other arguments) at this point of the
+    program. Returns (message, the ranks that answered, to be told)."""
+    seq, description = what
+    with_us = [r for r, a in sorted(answers.items()) if a is not None and tuple(a) == (seq, description)]
+    elsewhere = {r: a for r, a in sorted(answers.items()) if a is not None and r not in with_us}
+    silent = [r for r in others if r not in with_us and r not in elsewhere]
+    blame = sorted(silent + list(elsewhere))
+    parts = [f"{description} timed out after {timeout:g} s on rank {rank}, waiting for rank(s) {blame}"]
+    if silent:
+        parts.append(f"rank(s) {silent} did not answer (dead, hung, or busy outside a collective)")
+    for r, (other_seq, other) in elsewhere.items():
+        if other_seq == seq:  # the same place in the program, another call: a bug in the program, not a hang
+            parts.append(f"rank {r} waits in {other} instead: the ranks called different collectives (every rank "
+                         "must call the same collectives, with the same arguments, in the same order)")
+        else:
+            parts.append(f"rank {r} waits in {other} instead")
+    if with_us:
+        parts.append(f"rank(s) {with_us} were waiting too")
+    message = "; ".join(parts) + f". Aborting the job (timeout: init(timeout=...) or {TIMEOUT_ENV})"
+    return message, with_us + list(elsewhere)
 
 
 _world = None
@@ -268,28 +288,50 @@ def _check_group(op, group):
 
 
 def _describe(meta):
-    dims = [int(d) for d in meta[4:4 + min(int(meta[3]), _META_DIMS)]]
-    return f"{_DTYPES[meta[2]] if 0 <= meta[2] < len(_DTYPES) else '?'} {tuple(dims)}"
+    """'float32 (2, 3)' from the dtype code, ndim and dims of an _agree message."""
+    dims = [int(d) for d in meta[2:2 + min(int(meta[1]), _META_DIMS)]]
+    return f"{_DTYPES[meta[0]] if 0 <= meta[0] < len(_DTYPES) else '?'} {tuple(dims)}"
 
 
-def _agree(world, op, arr, extra=0, ok=True, expected=""):
-    """Check with one small allgather that every rank calls `op` with the same shape, dtype and `extra` (the
-    op or src); on any difference every rank raises the same ValueError."""
-    meta = np.zeros(4 + _META_DIMS, dtype=np.int64)
+def _agree(world, op, arr, arg=None, ok=True, expected=""):
+    """Check with one small allgather that every rank is in the collective `op` (one of _COLLECTIVES), with the
+    same shape and dtype of `arr` and the same `arg` (name, value, label: an int argument such as the reduce op
+    or src, and how to show a value). On any difference every rank raises the same ValueError."""
+    request, what, check = _start_agree(world, op, arr, arg, ok, expected)
+    world.wait(request, what)
+    check()
+
+
+def _start_agree(world, op, arr, arg=None, ok=True, expected=""):
+    """_agree in two halves: returns (the allgather's request, its (seq, description), the check to run once
+    it completed)."""
+    name, value, label = arg if arg is not None else ("", 0, str)
+    meta = np.zeros(5 + _META_DIMS, dtype=np.int64)
     shape = list(arr.shape)
     if len(shape) > _META_DIMS:
         shape = shape[:_META_DIMS - 1] + [int(np.prod(shape[_META_DIMS - 1:]))]
     dtype = _DTYPES.index(str(arr.dtype)) if str(arr.dtype) in _DTYPES else -1
-    meta[:4 + len(shape)] = [int(ok), extra, dtype, arr.ndim] + shape
+    meta[:5 + len(shape)] = [_COLLECTIVES.index(op), int(ok), value, dtype, arr.ndim] + shape
     every = np.empty((world.size, meta.size), dtype=np.int64)
-    world.wait(world.comm.Iallgather(meta, every), world.next(f"{op} (comparing shapes)"))
-    bad = [r for r in range(world.size) if not every[r, 0]]
+    request = world.comm.Iallgather(meta, every)
+    return request, world.next(f"{op} (comparing the ranks' calls)"), lambda: _check_agreed(op, every, name, label, expected)
+
+
+def _check_agreed(op, every, name, label, expected):
+    if (every[:, 0] != every[0, 0]).any():
+        seen = ", ".join(f"rank {r}: {_COLLECTIVES[c] if 0 <= c < len(_COLLECTIVES) else '?'}"
+                         for r, c in enumerate(every[:, 0]))
+        raise ValueError(f"{op}: the ranks called different collectives ({seen}); every rank must call the same "
+                         "collectives in the same order")
+    bad = [r for r in range(len(every)) if not every[r, 1]]
     if bad:
         raise ValueError(f"{op}: rank(s) {bad} passed {expected}")
+    if (every[:, 2] != every[0, 2]).any():
+        seen = ", ".join(f"rank {r}: {label(int(v))}" for r, v in enumerate(every[:, 2]))
+        raise ValueError(f"{op}: every rank must pass the same {name}; got {seen}")
     if (every != every[0]).any():
-        seen = ", ".join(f"rank {r}: {_describe(every[r])}" + (f" ({every[r, 1]})" if every[r, 1] != every[0, 1]
-                                                               else "") for r in range(world.size))
-        raise ValueError(f"{op}: every rank must pass the same shape, dtype and arguments; got {seen}")
+        seen = ", ".join(f"rank {r}: {_describe(every[r, 3:])}" for r in range(len(every)))
+        raise ValueError(f"{op}: every rank must pass the same shape and dtype; got {seen}")
 
 
 def _array(op, tensor):
@@ -348,13 +390,18 @@ def all_reduce(tensor, op=ReduceOp.SUM, group=None, async_op=False):
         raise ValueError(f"all_reduce: op must be a ReduceOp (SUM, PRODUCT, MIN, MAX, AVG), got {op!r}")
     if op is ReduceOp.AVG and arr.dtype.kind != "f":
         raise TypeError(f"all_reduce: ReduceOp.AVG needs a floating tensor, got {arr.dtype}")
-    _agree(world, "all_reduce", arr, list(ReduceOp).index(op))
+    _agree(world, "all_reduce", arr, ("op", list(ReduceOp).index(op), _reduce_op_name))
     MPI = world.MPI
     mpi_op = MPI.SUM if op is ReduceOp.AVG else getattr(MPI, op.name.replace("PRODUCT", "PROD"))
     after = (lambda buf: np.divide(buf, world.size, out=buf)) if op is ReduceOp.AVG else None
     what = world.next(f"all_reduce ({_describe_arr(arr)}, {op.name})")
     return _run(world, tensor, arr, what, lambda buf: world.comm.Iallreduce(MPI.IN_PLACE, buf, mpi_op),
                 async_op, after)
+
+
+def _reduce_op_name(index):
+    ops = list(ReduceOp)
+    return f"ReduceOp.{ops[index].name}" if 0 <= index < len(ops) else f"an unknown op ({index})"
 
 
 def _describe_arr(arr):
@@ -367,7 +414,7 @@ def broadcast(tensor, src=0, group=None, async_op=False):
     _check_group("broadcast", group)
     if not 0 <= src < world.size:
         raise ValueError(f"broadcast: src {src} is not a rank of this world of {world.size}")
-    _agree(world, "broadcast", arr, src)
+    _agree(world, "broadcast", arr, ("src", src, lambda r: f"src={r}"))
     what = world.next(f"broadcast ({_describe_arr(arr)}, from rank {src})")
     return _run(world, tensor, arr, what, lambda buf: world.comm.Ibcast(buf, root=src), async_op)
 
@@ -399,7 +446,10 @@ def barrier(group=None, async_op=False):
     """Wait until every rank has called barrier()."""
     world = _require("barrier")
     _check_group("barrier", group)
-    work = Work(world, world.comm.Ibarrier(), world.next("barrier"), lambda: None)
+    # the comparison of the ranks' collectives is an allgather, which no rank completes before every rank entered
+    # it: a barrier too
+    request, what, check = _start_agree(world, "barrier", np.zeros(0))
+    work = Work(world, request, what, check)
     if async_op:
         return work
     work.wait()
@@ -410,6 +460,9 @@ def broadcast_object_list(object_list, src=0, group=None):
     """Replace object_list's items on every rank with rank `src`'s (picklable objects), in place."""
     world = _require("broadcast_object_list")
     _check_group("broadcast_object_list", group)
+    if not 0 <= src < world.size:
+        raise ValueError(f"broadcast_object_list: src {src} is not a rank of this world of {world.size}")
+    _agree(world, "broadcast_object_list", np.zeros(0), ("src", src, lambda r: f"src={r}"))
     data = np.frombuffer(pickle.dumps(list(object_list)), dtype=np.uint8) if world.rank == src else None
     size = np.array([0 if data is None else data.size], dtype=np.int64)
     world.wait(world.comm.Ibcast(size, root=src), world.next(f"broadcast_object_list (size, from rank {src})"))

@@ -25,7 +25,7 @@ def _mha_mask(mask, dtype, op):
         return np.where(m, -np.inf, 0.0).astype(dtype)
     if m.dtype.kind != "f":
         raise TypeError(f"{op}: masks must be bool or floating point, got {m.dtype}")
-    return m.astype(dtype, copy=False)
+    return m.astype(dtype)  # a copy: the attention op keeps it for backward, and the caller may edit its tensor
 
 
 class MultiheadAttention(Module):

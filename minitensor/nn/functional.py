@@ -78,7 +78,7 @@ def _additive_mask(mask, dtype, op):
         return np.where(m, 0.0, -np.inf).astype(dtype)
     if m.dtype.kind != "f":
         raise TypeError(f"{op}: attn_mask must be bool or floating point, got {m.dtype}")
-    return m.astype(dtype, copy=False)
+    return m.astype(dtype)  # a copy: the attention op keeps it for backward, and the caller may edit its tensor
 
 
 def _check_attention(query, key, value, attn_mask):

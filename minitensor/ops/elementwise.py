@@ -411,15 +411,16 @@ class Where(Function):
 
     @staticmethod
     def forward(ctx, cond, a, b):
-        ctx.cond = cond
+        ctx.save_for_backward(cond)
         return np.where(cond._data, a._data, b._data)
 
     @staticmethod
     def backward(ctx, g):
+        (cond,) = ctx.saved_tensors
         _, na, nb = ctx.needs_input_grad
         zero = g.new_zeros(())
-        ga = unbroadcast(where(ctx.cond, g, zero), ctx.input_meta[1][0]) if na else None
-        gb = unbroadcast(where(ctx.cond, zero, g), ctx.input_meta[2][0]) if nb else None
+        ga = unbroadcast(where(cond, g, zero), ctx.input_meta[1][0]) if na else None
+        gb = unbroadcast(where(cond, zero, g), ctx.input_meta[2][0]) if nb else None
         return None, ga, gb
 
 
@@ -428,15 +429,16 @@ class MaskedFill(Function):
 
     @staticmethod
     def forward(ctx, x, mask, value):
-        ctx.mask = mask
+        ctx.save_for_backward(mask)
         return np.where(mask._data, value._data, x._data)
 
     @staticmethod
     def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
         nx, _, nv = ctx.needs_input_grad
         zero = g.new_zeros(())
-        gx = where(ctx.mask, zero, g) if nx else None
-        gv = where(ctx.mask, g, zero).sum() if nv else None
+        gx = where(mask, zero, g) if nx else None
+        gv = where(mask, g, zero).sum() if nv else None
         return gx, None, gv
 
 
@@ -522,7 +524,9 @@ def softplus(x, beta=1.0, threshold=20.0):
 def clamp(x, min=None, max=None):
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
-    if isinstance(min, Tensor) or isinstance(max, Tensor):
+    # bounds given as tensors or arrays go through maximum/minimum, which save them (an array as a copy): Clamp
+    # keeps its bounds as constants, outside save_for_backward
+    if isinstance(min, (Tensor, np.ndarray)) or isinstance(max, (Tensor, np.ndarray)):
         out = x
         if min is not None:
             out = maximum(out, min)

@@ -61,20 +61,19 @@ class LayerNorm(Function):
         w = weight._data if weight is not None else None
         b = bias._data if bias is not None else None
         y, mean, rstd = backend.kernels.layer_norm(x._data, w, b, eps)
-        ctx.save_for_backward(x, weight)
-        ctx.stats, ctx.eps = (mean, rstd), eps
+        ctx.save_for_backward(x, weight, Tensor._wrap(mean), Tensor._wrap(rstd))
+        ctx.eps = eps
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, weight = ctx.saved_tensors
+        x, weight, mean, rstd = ctx.saved_tensors
         nx, nw, nb, _ = ctx.needs_input_grad
         if grad_mode.is_grad_enabled():
             dx, dw, db = _layer_norm_backward_composite(g, x, weight, ctx.eps)
         else:
-            mean, rstd = ctx.stats
             w = weight._data if weight is not None else None
-            dx, dw, db = backend.kernels.layer_norm_backward(g._data, x._data, mean, rstd, w)
+            dx, dw, db = backend.kernels.layer_norm_backward(g._data, x._data, mean._data, rstd._data, w)
             dx = Tensor._wrap(dx)
             dw = Tensor._wrap(dw) if dw is not None else None
             db = Tensor._wrap(db) if db is not None else None
@@ -248,11 +247,13 @@ class LSTMRecurrence(Function):
         gates_t = xproj[t] + h_{t-1} W_hhᵀ,   (h_t, c_t) = lstm_cell(gates_t, c_{t-1})
 
     over t = 0 .. L-1 (L-1 .. 0 with `reverse`), and return (hs (L, N, H), h_n, c_n). `valid` (a constant bool
-    array (L, N), or None) freezes the state of row n at steps where it is False (padding: h_t = h_{t-1},
+    tensor (L, N), or None) freezes the state of row n at steps where it is False (padding: h_t = h_{t-1},
     c_t = c_{t-1} there), as a masked loop of lstm_cell and where does.
 
     Forward calls the kernels on arrays, step by step, with no graph per step (a GEMM with beta = 1 onto the
-    step's projection, then the fused cell), and keeps the gates, hs and cs. Backward walks the steps in reverse:
+    step's projection, then the fused cell), and keeps the gates, hs and cs, all through save_for_backward: hs is
+    the output itself (saved as the very tensor returned, so an in-place edit of the output is caught, not
+    differentiated as if it had not happened), and valid is the caller's. Backward walks the steps in reverse:
     the cell's backward kernel, then dh_{t-1} = d_gates_t W_hh; the gradient of W_hh is one GEMM over all the
     steps at the end (d_gates of every step against h_{t-1} of every step) instead of one per step, and the
     gradient of xproj is the array of d_gates itself. With create_graph, backward instead rebuilds the layer
@@ -268,29 +269,33 @@ class LSTMRecurrence(Function):
         hs = np.empty((steps, n, g4 // 4), dtype=xp.dtype)
         cs = np.empty_like(hs)
         h, c = h0._data, c0._data
+        mask = None if valid is None else valid._data
         for t in range(steps - 1, -1, -1) if reverse else range(steps):
             gates[t] = xp[t]
             k.gemm(h, w, gates[t], beta=1.0, trans_b=True)
             h_new, c_new = k.lstm_cell(gates[t], c)
-            if valid is not None:
-                keep = valid[t][:, None]
+            if mask is not None:
+                keep = mask[t][:, None]
                 h_new, c_new = np.where(keep, h_new, h), np.where(keep, c_new, c)
             hs[t], cs[t] = h_new, c_new
             h, c = hs[t], cs[t]
-        ctx.save_for_backward(xproj, h0, c0, w_hh)
-        ctx.gates, ctx.hs, ctx.cs, ctx.valid, ctx.reverse = gates, hs, cs, valid, reverse
+        hs_out = Tensor._wrap(hs)
+        ctx.save_for_backward(xproj, h0, c0, w_hh, valid, hs_out, Tensor._wrap(gates), Tensor._wrap(cs))
+        ctx.reverse = reverse
         ctx.set_materialize_grads(False)
-        return hs, h.copy(), c.copy()
+        return hs_out, h.copy(), c.copy()
 
     @staticmethod
     def backward(ctx, d_hs, d_hn, d_cn):
-        xproj, h0, c0, w_hh = ctx.saved_tensors
+        xproj, h0, c0, w_hh, valid, hs, gates, cs = ctx.saved_tensors
+        reverse = ctx.reverse
         if grad_mode.is_grad_enabled():  # create_graph: differentiate the spelled-out layer
             return grads_by_recompute(
                 ctx, (xproj, h0, c0, w_hh),
-                lambda *t: lstm_recurrence_reference(*t, ctx.valid, ctx.reverse), (d_hs, d_hn, d_cn))
+                lambda *t: lstm_recurrence_reference(*t, valid, reverse), (d_hs, d_hn, d_cn))
         k = backend.kernels
-        gates, hs, cs, valid, reverse = ctx.gates, ctx.hs, ctx.cs, ctx.valid, ctx.reverse
+        gates, hs, cs = gates._data, hs._data, cs._data
+        valid = None if valid is None else valid._data
         steps = gates.shape[0]
         w = w_hh._data
         d_gates_all = np.empty_like(gates)
@@ -335,6 +340,8 @@ def lstm_recurrence_reference(xproj, h0, c0, w_hh, valid=None, reverse=False):
     from .elementwise import where
     from .shape import stack
 
+    if isinstance(valid, Tensor):
+        valid = valid._data
     steps = xproj.shape[0]
     h, c = h0, c0
     hs = [None] * steps
@@ -362,10 +369,11 @@ def lstm_recurrence(xproj, h0, c0, w_hh, valid=None, reverse=False):
         if t.dtype != xproj.dtype:
             raise ValueError(f"lstm_recurrence: {name} has dtype {t.dtype}, expected {xproj.dtype} (xproj's)")
     if valid is not None:
-        valid = np.asarray(valid._data if isinstance(valid, Tensor) else valid)
+        # a Tensor is kept as it is (its in-place changes before backward are caught); an array is copied
+        valid = valid if isinstance(valid, Tensor) else Tensor(np.asarray(valid))
         if valid.shape != (steps, n) or valid.dtype != np.bool_:
             raise ValueError(f"lstm_recurrence: valid must be a bool array of shape {(steps, n)}, got "
-                             f"{valid.dtype} {valid.shape}")
+                             f"{valid.dtype} {tuple(valid.shape)}")
     return LSTMRecurrence.apply(xproj, h0, c0, w_hh, valid, bool(reverse))
 
 
@@ -384,18 +392,20 @@ class ScaledDotProductAttention(Function):
     def forward(ctx, q, k, v, mask, causal, scale, out_layout):
         out, lse = backend.kernels.sdpa(q._data, k._data, v._data, mask, causal, scale, out_layout)
         out = Tensor._wrap(out)
-        ctx.save_for_backward(q, k, v, out)
-        ctx.mask, ctx.causal, ctx.scale, ctx.lse = mask, causal, scale, lse
+        # the mask is the caller's own array (nn.functional makes it, as a copy where it comes from a tensor)
+        ctx.save_for_backward(q, k, v, out, Tensor._wrap(lse), None if mask is None else Tensor._wrap(mask))
+        ctx.causal, ctx.scale = causal, scale
         return out
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v, out = ctx.saved_tensors
+        q, k, v, out, lse, mask = ctx.saved_tensors
+        mask = None if mask is None else mask._data
         if grad_mode.is_grad_enabled():
-            dq, dk, dv = _sdpa_backward_composite(q, k, v, ctx.mask, ctx.causal, ctx.scale, g)
+            dq, dk, dv = _sdpa_backward_composite(q, k, v, mask, ctx.causal, ctx.scale, g)
         else:
             dq, dk, dv = (Tensor._wrap(a) for a in backend.kernels.sdpa_backward(
-                q._data, k._data, v._data, ctx.mask, ctx.causal, ctx.scale, out._data, ctx.lse, g._data))
+                q._data, k._data, v._data, mask, ctx.causal, ctx.scale, out._data, lse._data, g._data))
         need = ctx.needs_input_grad
         return (dq if need[0] else None, dk if need[1] else None, dv if need[2] else None, None, None, None, None)
 
@@ -429,22 +439,25 @@ class Embedding(Function):
 
     @staticmethod
     def forward(ctx, weight, indices, padding_idx):
-        ctx.indices, ctx.padding_idx, ctx.shape = indices, padding_idx, weight.shape
-        return weight._data[indices]
+        ctx.padding_idx, ctx.shape = padding_idx, weight.shape
+        ctx.save_for_backward(indices)
+        return weight._data[indices._data]
 
     @staticmethod
     def backward(ctx, g):
         from .shape import IndexAdd
 
+        (indices,) = ctx.saved_tensors
         if ctx.padding_idx is not None:
-            keep = (ctx.indices != ctx.padding_idx)[..., None].astype(g.dtype)
+            keep = (indices._data != ctx.padding_idx)[..., None].astype(g.dtype)
             g = g * Tensor._wrap(keep)
-        return IndexAdd.apply(g, (ctx.indices,), ctx.shape), None, None
+        return IndexAdd.apply(g, (indices,), ctx.shape), None, None
 
 
 def embedding(input, weight, padding_idx=None):
     """input: integer indices of any shape (...); weight: (num_embeddings, D) -> (..., D)."""
-    idx = input._data if isinstance(input, Tensor) else np.asarray(input)
+    input = input if isinstance(input, Tensor) else Tensor(np.asarray(input))  # a Tensor is saved, an array copied
+    idx = input._data
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be an integer tensor, got {idx.dtype}")
     if weight.ndim != 2:
@@ -454,7 +467,8 @@ def embedding(input, weight, padding_idx=None):
         raise IndexError(f"embedding: indices must be in [0, {n}), got values in [{idx.min()}, {idx.max()}]")
     if padding_idx is not None and padding_idx < 0:
         padding_idx += n
-    return Embedding.apply(weight, idx.astype(np.int64, copy=False), padding_idx)
+    return Embedding.apply(weight, input if idx.dtype == np.int64 else Tensor._wrap(idx.astype(np.int64)),
+                           padding_idx)
 
 
 class Dropout(Function):
@@ -462,12 +476,13 @@ class Dropout(Function):
 
     @staticmethod
     def forward(ctx, x, scaled_mask):
-        ctx.scaled_mask = scaled_mask
-        return x._data * scaled_mask
+        ctx.save_for_backward(scaled_mask)
+        return x._data * scaled_mask._data
 
     @staticmethod
     def backward(ctx, g):
-        return g * Tensor._wrap(ctx.scaled_mask), None
+        (scaled_mask,) = ctx.saved_tensors
+        return g * scaled_mask, None
 
 
 def dropout(x, p=0.5, training=True, generator=None):
@@ -484,4 +499,4 @@ def dropout(x, p=0.5, training=True, generator=None):
     draws = get_generator(generator).random(x.shape, np.dtype(np.float64))  # float64 draws: one mask for any dtype
     scaled_mask = np.greater_equal(draws, p).astype(dtype)
     scaled_mask *= dtype.type(1.0 / (1.0 - p))
-    return Dropout.apply(x, scaled_mask)
+    return Dropout.apply(x, Tensor._wrap(scaled_mask))

@@ -105,28 +105,32 @@ class Amax(Function):
         reduce = np.max if largest else np.min
         y = reduce(x._data, axis=dims, keepdims=True)
         hit = x._data == y
-        ctx.weights = hit / hit.sum(axis=dims, keepdims=True)
+        ctx.save_for_backward(Tensor._wrap(hit / hit.sum(axis=dims, keepdims=True)))
         ctx.shape, ctx.dims, ctx.keepdim = x.shape, dims, keepdim
         return y if keepdim else y.reshape([n for i, n in enumerate(x.shape) if i not in dims])
 
     @staticmethod
     def backward(ctx, g):
-        weights = Tensor._wrap(ctx.weights.astype(g.dtype))
+        (weights,) = ctx.saved_tensors
+        weights = Tensor._wrap(weights._data.astype(g.dtype))
         return _expand_back(g, ctx.shape, ctx.dims, ctx.keepdim) * weights, None, None, None
 
 
 class MaxDim(Function):
-    """values = x at `indices` along dim;  the gradient goes to that one position."""
+    """values = x at `indices` (a Tensor, x's shape without dim) along dim;  the gradient goes to that one position.
+    The indices are saved: they are also given to the caller (max(dim).indices), who may change them in place."""
 
     @staticmethod
     def forward(ctx, x, dim, keepdim, indices):
-        ctx.shape, ctx.dim, ctx.keepdim, ctx.indices = x.shape, dim, keepdim, indices
-        values = np.take_along_axis(x._data, np.expand_dims(indices, dim), axis=dim)
+        ctx.shape, ctx.dim, ctx.keepdim = x.shape, dim, keepdim
+        ctx.save_for_backward(indices)
+        values = np.take_along_axis(x._data, np.expand_dims(indices._data, dim), axis=dim)
         return values if keepdim else np.squeeze(values, axis=dim)
 
     @staticmethod
     def backward(ctx, g):
-        shape, dim, idx = ctx.shape, ctx.dim, ctx.indices
+        (indices,) = ctx.saved_tensors
+        shape, dim, idx = ctx.shape, ctx.dim, indices._data
         positions = np.arange(shape[dim]).reshape([-1 if i == dim else 1 for i in range(len(shape))])
         onehot = Tensor._wrap((positions == np.expand_dims(idx, dim)).astype(g.dtype))
         return _expand_back(g, shape, (dim,), ctx.keepdim) * onehot, None, None, None
@@ -201,10 +205,14 @@ def _max_min(x, dim, keepdim, largest):
     if x.ndim and x.shape[d] == 0:
         raise IndexError(f"{op}(): cannot reduce over dim {dim} of size 0 (shape {tuple(x.shape)})")
     data = x._data if x.ndim else x._data.reshape(1)
-    indices = (np.argmax if largest else np.argmin)(data, axis=d)  # the reduced dim removed
+    indices = Tensor._wrap((np.argmax if largest else np.argmin)(data, axis=d).astype(np.int64, copy=False))
     values = MaxDim.apply(x, d, keepdim, indices) if x.ndim else x.clone()
     result = max_result if largest else min_result
-    return result(values, Tensor._wrap(np.asarray(indices, dtype=np.int64).reshape(values.shape)))
+    if indices.shape != values.shape:  # keepdim, or a 0-d x: the same indices (one version counter), reshaped
+        shaped = Tensor._wrap(indices._data.reshape(values.shape))
+        shaped._vc = indices._vc
+        indices = shaped
+    return result(values, indices)
 
 
 def max(x, dim=None, keepdim=False):

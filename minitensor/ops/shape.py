@@ -128,20 +128,46 @@ class Cat(Function):
         return tuple(grads)
 
 
+_FROM_SAVED = object()  # in an index kept on ctx: the place of an item that went through save_for_backward
+
+
+def _keep_index(ctx, index):
+    """Keep an index (a tuple of ints, slices, None, Ellipsis and integer/bool Tensors) for backward: its Tensors
+    through save_for_backward (an in-place change to one before backward is caught), the rest on ctx. Returns
+    the index as numpy understands it (the Tensors as their arrays)."""
+    tensors = [i for i in index if isinstance(i, Tensor)]
+    if not tensors:  # basic indexing (x[t], x[:, 1:]), the usual case: nothing to save
+        ctx.index_items = index
+        return index
+    ctx.index_items = tuple(_FROM_SAVED if isinstance(i, Tensor) else i for i in index)
+    ctx.save_for_backward(*tensors)
+    return tuple(i._data if isinstance(i, Tensor) else i for i in index)
+
+
+def _kept_index(ctx):
+    """The index kept by _keep_index (its Tensors version-checked)."""
+    items = ctx.index_items
+    if _FROM_SAVED not in items:
+        return items
+    saved = iter(ctx.saved_tensors)
+    return tuple(next(saved) if i is _FROM_SAVED else i for i in items)
+
+
 class Index(Function):
     """y = x[index];  the gradient is g added into zeros of x's shape at the same index."""
 
     @staticmethod
     def forward(ctx, x, index):
-        ctx.shape, ctx.index = x.shape, index
+        ctx.shape = x.shape
+        arrays = _keep_index(ctx, index)
         try:
-            return x._data[index]
+            return x._data[arrays]
         except IndexError as exc:
             raise IndexError(f"index: {exc} (tensor of shape {tuple(x.shape)})") from None
 
     @staticmethod
     def backward(ctx, g):
-        return IndexAdd.apply(g, ctx.index, ctx.shape), None
+        return IndexAdd.apply(g, _kept_index(ctx), ctx.shape), None
 
 
 class Unbind(Function):
@@ -227,7 +253,7 @@ class IndexAdd(Function):
 
     @staticmethod
     def forward(ctx, g, index, shape):
-        ctx.index = index
+        index = _keep_index(ctx, index)
         out = np.zeros(shape, dtype=g.dtype)
         if len(index) == 1 and isinstance(index[0], np.ndarray) and index[0].dtype.kind in "iu":
             rows = index[0]  # rows of out, any shape: g is (*rows.shape, *out.shape[1:])
@@ -240,7 +266,7 @@ class IndexAdd(Function):
 
     @staticmethod
     def backward(ctx, gg):
-        return Index.apply(gg, ctx.index), None, None
+        return Index.apply(gg, _kept_index(ctx)), None, None
 
 
 class IndexPut(Function):
@@ -248,7 +274,8 @@ class IndexPut(Function):
 
     @staticmethod
     def forward(ctx, x, index, v):
-        ctx.index, ctx.v_shape = index, v.shape
+        ctx.v_shape = v.shape
+        index = _keep_index(ctx, index)
         out = x._data.copy()
         try:
             out[index] = v._data
@@ -264,8 +291,9 @@ class IndexPut(Function):
     @staticmethod
     def backward(ctx, g):
         nx, _, nv = ctx.needs_input_grad
-        gx = IndexPut.apply(g, ctx.index, g.new_zeros(())) if nx else None
-        gv = unbroadcast(Index.apply(g, ctx.index), ctx.v_shape) if nv else None
+        index = _kept_index(ctx)
+        gx = IndexPut.apply(g, index, g.new_zeros(())) if nx else None
+        gv = unbroadcast(Index.apply(g, index), ctx.v_shape) if nv else None
         return gx, None, gv
 
 
@@ -274,13 +302,15 @@ class Gather(Function):
 
     @staticmethod
     def forward(ctx, x, dim, index):
-        ctx.shape, ctx.dim, ctx.index = x.shape, dim, index
+        ctx.shape, ctx.dim = x.shape, dim
+        ctx.save_for_backward(index)
         sub = x._data[tuple(slice(0, n) if d != dim else slice(None) for d, n in enumerate(index.shape))]
-        return np.take_along_axis(sub, index, axis=dim)
+        return np.take_along_axis(sub, index._data, axis=dim)
 
     @staticmethod
     def backward(ctx, g):
-        return ScatterAdd.apply(g, ctx.dim, ctx.index, ctx.shape), None, None
+        (index,) = ctx.saved_tensors
+        return ScatterAdd.apply(g, ctx.dim, index, ctx.shape), None, None
 
 
 class ScatterAdd(Function):
@@ -288,16 +318,18 @@ class ScatterAdd(Function):
 
     @staticmethod
     def forward(ctx, g, dim, index, shape):
-        ctx.dim, ctx.index = dim, index
+        ctx.dim = dim
+        ctx.save_for_backward(index)
         out = np.zeros(shape, dtype=g.dtype)
         where = list(np.indices(index.shape, sparse=True))
-        where[dim] = index
+        where[dim] = index._data
         np.add.at(out, tuple(where), g._data)
         return out
 
     @staticmethod
     def backward(ctx, gg):
-        return Gather.apply(gg, ctx.dim, ctx.index), None, None, None
+        (index,) = ctx.saved_tensors
+        return Gather.apply(gg, ctx.dim, index), None, None, None
 
 
 class Triangle(Function):
@@ -561,15 +593,17 @@ def unbind(x, dim=0):
 
 
 def _normalize_index(index, shape):
-    """Tensors and lists in an index become numpy arrays; only integer and bool arrays are allowed."""
+    """Lists and numpy arrays in an index become Tensors (copies: the op keeps them for backward); Tensors stay
+    as they are (the op saves them, so an in-place change before backward is caught). Only integer and bool
+    arrays are allowed."""
     items = index if isinstance(index, tuple) else (index,)
     out = []
     for item in items:
+        if isinstance(item, list):
+            item = Tensor._wrap(np.asarray(item) if len(item) else np.zeros(0, dtype=np.int64))
+        elif isinstance(item, np.ndarray):
+            item = Tensor._wrap(item.copy())
         if isinstance(item, Tensor):
-            item = item._data
-        elif isinstance(item, list):
-            item = np.asarray(item) if len(item) else np.zeros(0, dtype=np.int64)
-        if isinstance(item, np.ndarray):
             if item.dtype.kind not in "biu":
                 raise IndexError(f"index: tensors used as indices must be integer or bool, got {item.dtype}")
         elif not (item is None or item is Ellipsis or isinstance(item, (slice, int, np.integer))):
@@ -581,7 +615,7 @@ def _normalize_index(index, shape):
 
 
 def _is_advanced(index):
-    return any(isinstance(i, np.ndarray) for i in index)
+    return any(isinstance(i, (np.ndarray, Tensor)) for i in index)
 
 
 def index(x, idx):
@@ -600,7 +634,8 @@ def index_put(x, idx, value):
 
 def gather(x, dim, index):
     d = normalize_dim(dim, x.ndim, "gather")
-    idx = index._data if isinstance(index, Tensor) else np.asarray(index)
+    index = index if isinstance(index, Tensor) else Tensor(np.asarray(index))  # a Tensor is saved, an array copied
+    idx = index._data
     if idx.dtype.kind not in "iu":
         raise TypeError(f"gather: index must be an integer tensor, got {idx.dtype}")
     if idx.ndim != x.ndim:
@@ -613,7 +648,7 @@ def gather(x, dim, index):
             f"gather: index values must be in [0, {x.shape[d]}) for dim {d} of shape {tuple(x.shape)}; "
             f"got values in [{idx.min()}, {idx.max()}]"
         )
-    return Gather.apply(x, d, idx.astype(np.int64, copy=False))
+    return Gather.apply(x, d, index if idx.dtype == np.int64 else Tensor._wrap(idx.astype(np.int64)))
 
 
 def tril(x, diagonal=0):

@@ -188,7 +188,7 @@ class EngineMachine(RuleBasedStateMachine):
         freed = bool(x.graph & self.freed)
         stale = any(self.refs[i].version != v for i, v in x.deps)
         if freed or stale:
-            with pytest.raises(RuntimeError, match="second time|modified by an in-place operation"):
+            with pytest.raises(RuntimeError, match="second time|modified by an inplace operation"):
                 (x.tensor * mt.tensor(w)).sum().backward(retain_graph=retain)
             self._resync()  # some leaves may have accumulated before the error: take them as they are
             return

@@ -76,7 +76,7 @@ raises(lambda: dist.broadcast(mt.zeros(2, 2 + R), src=0), ValueError,
 raises(lambda: dist.all_reduce(mt.zeros(3, dtype=mt.float32 if R == 0 else mt.float64)), ValueError,
        "all_reduce", "rank 0: float32 (3,)", "rank 1: float64 (3,)")
 raises(lambda: dist.all_reduce(mt.zeros(1), op=dist.ReduceOp.MAX if R == 1 else dist.ReduceOp.SUM), ValueError,
-       "all_reduce: every rank must pass the same shape, dtype and arguments")
+       "all_reduce: every rank must pass the same op; got rank 0: ReduceOp.SUM, rank 1: ReduceOp.MAX")
 bad_list = [mt.zeros(2) for _ in range(W - (R == 1))]  # rank 1 alone passes one tensor too few
 raises(lambda: dist.all_gather(bad_list, mt.zeros(2)), ValueError,
        "all_gather: rank(s) [1] passed a tensor_list that is not")
