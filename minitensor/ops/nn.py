@@ -370,7 +370,7 @@ def lstm_recurrence(xproj, h0, c0, w_hh, valid=None, reverse=False):
             raise ValueError(f"lstm_recurrence: {name} has dtype {t.dtype}, expected {xproj.dtype} (xproj's)")
     if valid is not None:
         # a Tensor is kept as it is (its in-place changes before backward are caught); an array is copied
-        valid = valid if isinstance(valid, Tensor) else Tensor(np.asarray(valid))
+        valid = valid if isinstance(valid, Tensor) else Tensor._from_data(valid)
         if valid.shape != (steps, n) or valid.dtype != np.bool_:
             raise ValueError(f"lstm_recurrence: valid must be a bool array of shape {(steps, n)}, got "
                              f"{valid.dtype} {tuple(valid.shape)}")
@@ -456,7 +456,7 @@ class Embedding(Function):
 
 def embedding(input, weight, padding_idx=None):
     """input: integer indices of any shape (...); weight: (num_embeddings, D) -> (..., D)."""
-    input = input if isinstance(input, Tensor) else Tensor(np.asarray(input))  # a Tensor is saved, an array copied
+    input = input if isinstance(input, Tensor) else Tensor._from_data(input)  # a Tensor is saved, an array copied
     idx = input._data
     if idx.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be an integer tensor, got {idx.dtype}")

@@ -634,7 +634,7 @@ def index_put(x, idx, value):
 
 def gather(x, dim, index):
     d = normalize_dim(dim, x.ndim, "gather")
-    index = index if isinstance(index, Tensor) else Tensor(np.asarray(index))  # a Tensor is saved, an array copied
+    index = index if isinstance(index, Tensor) else Tensor._from_data(index)  # a Tensor is saved, an array copied
     idx = index._data
     if idx.dtype.kind not in "iu":
         raise TypeError(f"gather: index must be an integer tensor, got {idx.dtype}")
