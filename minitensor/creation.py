@@ -21,9 +21,18 @@ def _float_dtype(dtype, op):
     return dt
 
 
+def _native_order(data):
+    """`data`, or a copy in native byte order when it is a numpy array stored the other way round ('>f4' on a
+    little-endian machine): every kernel reads native order, and a copy is being made anyway."""
+    if isinstance(data, np.ndarray) and not data.dtype.isnative:
+        return data.astype(data.dtype.newbyteorder("="))
+    return data
+
+
 def tensor(data, dtype=None, requires_grad=False):
-    """A new tensor holding a copy of `data` (nested lists, numbers, numpy arrays or tensors)."""
-    return Tensor(data, dtype=dtype, requires_grad=requires_grad)
+    """A new tensor holding a copy of `data` (nested lists, numbers, numpy arrays or tensors); an array in
+    non-native byte order is converted to native order."""
+    return Tensor(_native_order(data), dtype=dtype, requires_grad=requires_grad)
 
 
 def as_tensor(data, dtype=None):
@@ -33,13 +42,16 @@ def as_tensor(data, dtype=None):
     if isinstance(data, np.ndarray) and data.dtype in dtypes.SUPPORTED and (
             dtype is None or dtypes.to_dtype(dtype) == data.dtype):
         return Tensor._wrap(data)
-    return Tensor(data, dtype=dtype)
+    return Tensor(_native_order(data), dtype=dtype)
 
 
 def from_numpy(array):
     """A tensor sharing memory with `array`: writes to one show in the other."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    if not array.dtype.isnative:  # sharing memory rules out converting it (as in PyTorch)
+        raise ValueError(f"from_numpy: the array has non-native byte order (dtype {array.dtype.str!r}); convert it "
+                         "first with array.astype(array.dtype.newbyteorder('=')), or use minitensor.tensor(array)")
     if array.dtype not in dtypes.SUPPORTED:
         raise TypeError(f"from_numpy: numpy dtype {array.dtype} is not supported")
     return Tensor._wrap(array)
