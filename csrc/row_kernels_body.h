@@ -223,11 +223,12 @@ void softmax_rows(index_t r0, index_t r1, index_t n, const T* x, T* y, const T* 
             const T inv = T(1) / s;
             for (index_t j = 0; j < n; ++j) yr[j] *= inv;
         } else {
-            const T shift = m + std::log(s);
+            // (x - m) - log(s), not x - (m + log(s)): at |m| ~ 1e7 (float32) m + log(s) rounds log(s) away
+            const T log_s = std::log(s);
             if (!mr)
-                for (index_t j = 0; j < n; ++j) yr[j] = xr[j] - shift;
+                for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - m) - log_s;
             else
-                for (index_t j = 0; j < n; ++j) yr[j] = xr[j] + mr[j * ms] - shift;
+                for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] + mr[j * ms] - m) - log_s;
         }
     }
 }
@@ -253,21 +254,25 @@ void ln_forward_rows(index_t r0, index_t r1, index_t n, const T* x, const T* w, 
     for (index_t r = r0; r < r1; ++r) {
         const T* xr = x + r * n;
         T* yr = y + r * n;
-        const T mu = lane_sum<T>(n, [&](index_t j) { return load_lanes(xr + j); }, [&](index_t j) { return xr[j]; }) / T(n);
+        // Moments of x - k, k the row's first element: a constant row of 3e38 would overflow the plain sum
+        // (inf, then NaN), and a large common offset would cost the mean its precision. d = x - mu = x - k - dmu.
+        const T k = xr[0];
+        const T dmu = lane_sum<T>(n, [&](index_t j) { return load_lanes(xr + j) - k; }, [&](index_t j) { return xr[j] - k; }) / T(n);
         const T var = lane_sum<T>(
-                          n, [&](index_t j) { auto d = load_lanes(xr + j) - mu; return d * d; },
-                          [&](index_t j) { return (xr[j] - mu) * (xr[j] - mu); }) / T(n);
+                          n, [&](index_t j) { auto d = (load_lanes(xr + j) - k) - dmu; return d * d; },
+                          [&](index_t j) { return (xr[j] - k - dmu) * (xr[j] - k - dmu); }) / T(n);
         const T rs = T(1) / std::sqrt(var + eps);
+        const T mu = k + dmu;
         mean[r] = mu;
         rstd[r] = rs;
         if (w && b)
-            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rs * w[j] + b[j];
+            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - k - dmu) * rs * w[j] + b[j];
         else if (w)
-            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rs * w[j];
+            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - k - dmu) * rs * w[j];
         else if (b)
-            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rs + b[j];
+            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - k - dmu) * rs + b[j];
         else
-            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rs;
+            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - k - dmu) * rs;
     }
 }
 // dx for rows [r0, r1); and, when pw/pb are given, this chunk's partial sums of g * xhat and g.
