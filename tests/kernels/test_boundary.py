@@ -529,6 +529,41 @@ def test_pickled_vit_tiny_runs_forward():
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("variant", ["pickled", "read_only", "misaligned", "strided", "fortran"])
+@given(seed=st.integers(0, 2**16), dtype=DTYPES)
+@settings(max_examples=8, deadline=None)
+def test_unusual_arrays_through_the_tensor_api_match_the_numpy_backend(variant, seed, dtype):
+    """The same arrays, shared with tensors (from_numpy: no copy), through ops on every kernel family: the native
+    backend hands the kernels what they can read and agrees with the numpy backend."""
+    if _C is None:
+        pytest.skip("minitensor._C is not built: no native backend to compare")
+    F = mt.nn.functional
+    rng = np.random.default_rng(seed)
+    make = INPUT_VARIANTS[variant]
+    x = mt.from_numpy(make(_normal(rng, (2, 3, 6, 8), dtype)))
+    w = mt.from_numpy(make(_normal(rng, (8, 8), dtype)))
+    kernel = mt.from_numpy(make(_normal(rng, (4, 3, 3, 3), dtype)))
+    gates, c = mt.from_numpy(make(_normal(rng, (5, 16), dtype))), mt.from_numpy(make(_normal(rng, (5, 4), dtype)))
+
+    def pipeline():
+        h = F.gelu(F.layer_norm(x, (8,)) @ w)
+        attn = F.scaled_dot_product_attention(h, h, h)
+        feat = F.conv2d(attn, kernel, padding=1)
+        return [F.log_softmax(feat, -1), F.softmax(feat.reshape(2, -1), -1), *F.lstm_cell(gates, c)]
+
+    before = mt.get_backend()
+    try:
+        mt.set_backend("numpy")
+        expected = pipeline()
+        mt.set_backend("native")
+        got = pipeline()
+    finally:
+        mt.set_backend(before)
+    rtol = 1e-4 if dtype == np.float32 else 1e-9
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g.detach().numpy(), e.detach().numpy(), rtol=rtol, atol=rtol)
+
+
 def test_byteswapped_arrays():
     big_endian = np.arange(6, dtype=">f4").reshape(2, 3)
     t = mt.tensor(big_endian)  # converted: a copy is made anyway
