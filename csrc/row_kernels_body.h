@@ -38,7 +38,8 @@ MT_ALWAYS_INLINE float exp_nonpos(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    const int32_t e = (bits<int32_t>(t) - bits<int32_t>(magic) + 127) << 23;  // the float 2^n
+    // the float 2^n; unsigned, since for a NaN x the exponent field is negative and shifting that is undefined
+    const uint32_t e = (bits<uint32_t>(t) - bits<uint32_t>(magic) + 127u) << 23;
     const float y = p * bits<float>(e);
     return x < lo ? 0.0f : y;
 }
@@ -55,7 +56,7 @@ MT_ALWAYS_INLINE double exp_nonpos(double x) {
     const double qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr + 2.27265548208155028766e-1) * rr +
                       2.00000000000000000009e0;
     const double p = 1.0 + 2.0 * px / (qx - px);
-    const int64_t e = (bits<int64_t>(t) - bits<int64_t>(magic) + 1023) << 52;
+    const uint64_t e = (bits<uint64_t>(t) - bits<uint64_t>(magic) + 1023u) << 52;
     const double y = p * bits<double>(e);
     return x < lo ? 0.0 : y;
 }
