@@ -129,15 +129,27 @@ MT_ALWAYS_INLINE typename Reg<T>::V gelu_tanh_u(typename Reg<T>::V x) {
     return T(0.7978845608028654) * (x + T(0.044715) * x * x * x);
 }
 
+// The limits at +-inf (and the far tails) are kept exact: where Phi(x) (or 1 + tanh(u)) is 0, x * 0 would be NaN at
+// x = -inf, so x is replaced by -1 there (gelu = -0); where phi(x) (or 1 - tanh(u)^2) is 0, the term x * phi(x) is
+// 0, not inf * 0. So gelu(-inf) = -0, gelu(inf) = inf, gelu'(inf) = 1, gelu'(-inf) = 0; NaN stays NaN.
 template <class T>
 MT_ALWAYS_INLINE typename Reg<T>::V gelu_reg(typename Reg<T>::V x, bool tanh_form) {
-    if (tanh_form) return T(0.5) * x * (T(1) + tanh_reg<T>(gelu_tanh_u<T>(x)));
+    typedef typename Reg<T>::V V;
+    typedef typename Reg<T>::M M;
+    const V minus_one = V{} - T(1);
+    if (tanh_form) {
+        const V u = T(1) + tanh_reg<T>(gelu_tanh_u<T>(x));
+        return T(0.5) * select_lanes<V, M>(u == T(0), minus_one, x) * u;
+    }
     if constexpr (sizeof(T) == 4) {
-        typename Reg<T>::V cdf, pdf;
+        V cdf, pdf;
         normal_cdf_pdf(x, cdf, pdf);
-        return x * cdf;
+        return select_lanes<V, M>(cdf == T(0), minus_one, x) * cdf;
     } else {
-        for (int l = 0; l < Reg<T>::lanes; ++l) x[l] = T(0.5) * x[l] * (T(1) + std::erf(x[l] * T(0.7071067811865476)));
+        for (int l = 0; l < Reg<T>::lanes; ++l) {
+            const T u = T(1) + std::erf(x[l] * T(0.7071067811865476));
+            x[l] = u == T(0) ? T(-0.0) : T(0.5) * x[l] * u;
+        }
         return x;
     }
 }
@@ -145,19 +157,25 @@ MT_ALWAYS_INLINE typename Reg<T>::V gelu_reg(typename Reg<T>::V x, bool tanh_for
 // d gelu / dx
 template <class T>
 MT_ALWAYS_INLINE typename Reg<T>::V gelu_grad_reg(typename Reg<T>::V x, bool tanh_form) {
+    typedef typename Reg<T>::V V;
+    typedef typename Reg<T>::M M;
+    const V zero = V{};
     if (tanh_form) {
         const T k = T(0.7978845608028654), c = T(0.044715);
-        const auto t = tanh_reg<T>(gelu_tanh_u<T>(x));
-        return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k * (T(1) + T(3) * c * x * x);
+        const V t = tanh_reg<T>(gelu_tanh_u<T>(x));
+        const V s = T(1) - t * t;  // tanh'(u)
+        const V slope = T(0.5) * x * s * k * (T(1) + T(3) * c * x * x);
+        return T(0.5) * (T(1) + t) + select_lanes<V, M>(s == T(0), zero, slope);
     }
     if constexpr (sizeof(T) == 4) {
-        typename Reg<T>::V cdf, pdf;
+        V cdf, pdf;
         normal_cdf_pdf(x, cdf, pdf);
-        return cdf + x * pdf;
+        return cdf + select_lanes<V, M>(pdf == T(0), zero, x) * pdf;
     } else {
         for (int l = 0; l < Reg<T>::lanes; ++l) {
             const T v = x[l];
-            x[l] = T(0.5) * (T(1) + std::erf(v * T(0.7071067811865476))) + v * std::exp(T(-0.5) * v * v) * T(0.3989422804014327);
+            const T pdf = std::exp(T(-0.5) * v * v) * T(0.3989422804014327);
+            x[l] = T(0.5) * (T(1) + std::erf(v * T(0.7071067811865476))) + (pdf == T(0) ? T(0) : v * pdf);
         }
         return x;
     }

@@ -18,18 +18,27 @@ void register_elementwise(py::module_& m);
 void register_lstm(py::module_& m);
 void register_attention(py::module_& m);
 
-Isa detected_isa() {
+Isa cpu_isa() {
     static const Isa isa = [] {
 #if MT_X86
         __builtin_cpu_init();
         Isa best = Isa::scalar;
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
         if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) best = Isa::avx512;
+        return best;
 #else
-        Isa best = Isa::scalar;
+        return Isa::scalar;
 #endif
-        // MINITENSOR_ISA caps the path (reproduce another machine's arithmetic, compare paths); the Python
-        // package validates the value before loading this module, and it never raises the path above the CPU's
+    }();
+    return isa;
+}
+
+Isa detected_isa() {
+    static const Isa isa = [] {
+        Isa best = cpu_isa();
+        // MINITENSOR_ISA caps the path (reproduce another machine's arithmetic, compare paths); it never raises the
+        // path above the CPU's. The Python package validates the value at import (an invalid one stops every
+        // kernel until set_backend() is called; after that it is no cap here).
         if (const char* cap = std::getenv("MINITENSOR_ISA")) {
             const std::string c(cap);
             const Isa want = c == "scalar" ? Isa::scalar : c == "avx2" ? Isa::avx2 : Isa::avx512;
@@ -71,7 +80,8 @@ PYBIND11_MODULE(_C, m) {
         py::dict d;
         d["isa"] = isa_name(detected_isa());
         py::list supported;
-        for (int i = 0; i <= static_cast<int>(detected_isa()); ++i) supported.append(isa_name(static_cast<Isa>(i)));
+        // what the CPU can run (an explicit isa= argument may pick any of these), whatever the cap chose above
+        for (int i = 0; i <= static_cast<int>(cpu_isa()); ++i) supported.append(isa_name(static_cast<Isa>(i)));
         d["isa_supported"] = supported;
 #ifdef _OPENMP
         d["openmp"] = true;

@@ -43,7 +43,8 @@ using index_t = int64_t;
 // ---------------------------------------------------------------------------------------------- ISA
 enum class Isa { scalar = 0, avx2 = 1, avx512 = 2 };
 
-Isa detected_isa();                  // what the CPU supports (cached after the first call)
+Isa cpu_isa();                       // what the CPU supports (cached after the first call)
+Isa detected_isa();                  // the path the kernels take: cpu_isa(), capped by MINITENSOR_ISA
 const char* isa_name(Isa isa);
 
 // ---------------------------------------------------------------------------------------------- threads
@@ -144,18 +145,38 @@ struct View {
     }
 };
 
+// The one dtype check of every kernel: dtypes compare by value (numpy type number), never by object identity, since
+// arrays from pickle, multiprocessing or joblib carry an equal dtype that is a distinct object. A float array in
+// non-native byte order would be read as garbage: it is a TypeError naming the op (tensor creation converts such
+// data to native order first, so only a raw kernel call can meet one).
+inline bool native_byte_order(const py::dtype& dt) {
+    const char order = dt.byteorder();
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    return order == '=' || order == '|' || order == '>';
+#else
+    return order == '=' || order == '|' || order == '<';
+#endif
+}
+
 template <class T>
-bool is_dtype(const py::array& a) {
-    return a.dtype().is(py::dtype::of<T>());
+bool is_dtype(const py::array& a, const char* op, const char* name) {
+    const py::dtype dt = a.dtype();
+    if (dt.num() != py::dtype::num_of<T>()) return false;
+    if (!native_byte_order(dt))
+        type_error(std::string(op) + ": " + name + " has non-native byte order (dtype '" + std::string(py::str(dt.attr("str"))) +
+                   "'); convert it first, e.g. with a.astype(a.dtype.newbyteorder('='))");
+    return true;
+}
+
+[[noreturn]] inline void dtype_error(const py::array& a, const char* op, const char* name, const std::string& expected) {
+    type_error(std::string(op) + ": " + name + " has dtype " + std::string(py::str(a.dtype())) + ", expected " + expected);
 }
 
 // Check dtype and alignment and take element strides. Arrays whose strides are not whole elements (or
 // whose data is misaligned) are rejected: the Python side hands such arrays over as aligned copies.
 template <class T>
 View<T> view_of(const py::array& a, const char* op, const char* name, bool writeable) {
-    if (!is_dtype<T>(a))
-        type_error(std::string(op) + ": " + name + " has dtype " + std::string(py::str(a.dtype())) +
-                   ", expected " + std::string(py::str(py::dtype::of<T>())));
+    if (!is_dtype<T>(a, op, name)) dtype_error(a, op, name, std::string(py::str(py::dtype::of<T>())));
     if (writeable && !a.writeable()) value_error(std::string(op) + ": " + name + " is read-only");
     View<T> v;
     v.data = static_cast<T*>(const_cast<void*>(a.data()));
@@ -170,13 +191,17 @@ View<T> view_of(const py::array& a, const char* op, const char* name, bool write
     return v;
 }
 
-// A C-contiguous input: the array itself when it already is one, else a contiguous copy (made once).
+// A C-contiguous, aligned input: the array itself when it already is one, else a contiguous aligned copy (made
+// once). numpy's conversion keeps a misaligned C-contiguous array as it is, so that case is copied here.
 template <class T>
 py::array_t<T, py::array::c_style> contiguous_input(const py::array& a, const char* op, const char* name) {
-    if (!is_dtype<T>(a))
-        type_error(std::string(op) + ": " + name + " has dtype " + std::string(py::str(a.dtype())) +
-                   ", expected " + std::string(py::str(py::dtype::of<T>())));
-    return py::array_t<T, py::array::c_style>::ensure(a);
+    if (!is_dtype<T>(a, op, name)) dtype_error(a, op, name, std::string(py::str(py::dtype::of<T>())));
+    auto c = py::array_t<T, py::array::c_style>::ensure(a);
+    if (!c) type_error(std::string(op) + ": " + name + " could not be made C-contiguous");
+    if (reinterpret_cast<std::uintptr_t>(c.data()) % alignof(T) == 0) return c;
+    py::array_t<T, py::array::c_style> copy(std::vector<py::ssize_t>(c.shape(), c.shape() + c.ndim()));
+    std::memcpy(copy.mutable_data(), c.data(), static_cast<std::size_t>(c.size()) * sizeof(T));
+    return copy;
 }
 
 // An output buffer must be C-contiguous, writeable, of the right dtype and exactly the expected shape.
@@ -196,8 +221,8 @@ T* output_buffer(const py::array& a, const std::vector<index_t>& shape, const ch
 
 // Which floating type an array holds: float32 -> 0, float64 -> 1; anything else is a TypeError.
 inline int float_kind(const py::array& a, const char* op, const char* name) {
-    if (is_dtype<float>(a)) return 0;
-    if (is_dtype<double>(a)) return 1;
+    if (is_dtype<float>(a, op, name)) return 0;
+    if (is_dtype<double>(a, op, name)) return 1;
     type_error(std::string(op) + ": " + name + " must be float32 or float64, got " + std::string(py::str(a.dtype())));
 }
 

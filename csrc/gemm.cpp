@@ -417,8 +417,8 @@ static void gemm_batched(const View<T>& a, const View<T>& b, const View<T>& c, b
 }
 
 Isa parse_isa(const py::object& isa, const char* op) {
-    const Isa best = detected_isa();
-    if (isa.is_none()) return best;
+    if (isa.is_none()) return detected_isa();
+    const Isa best = cpu_isa();  // an explicit choice may go above the MINITENSOR_ISA cap, not above the CPU
     const std::string name = py::cast<std::string>(isa);
     Isa want;
     if (name == "avx512") want = Isa::avx512;

@@ -1,6 +1,7 @@
 // layer_norm over the last dim, forward and backward.
 //
 //   forward:   mean = sum(x)/N,  rstd = 1/sqrt(sum((x - mean)^2)/N + eps),  y = (x - mean) * rstd * w + b
+//              (the sums are taken of x - x[0]: a row of 3e38s does not overflow, a large offset costs no precision)
 //   backward:  xhat = (x - mean) * rstd,  gh = g * w
 //              dx = rstd * (gh - sum(gh)/N - xhat * sum(gh * xhat)/N)
 //              dw = sum over rows of g * xhat,  db = sum over rows of g

@@ -79,7 +79,7 @@ std::string dims_str(index_t rows, index_t cols) {
 // The rows of a (rows, cols) array of dtype T, C-contiguous and aligned; anything else is a ValueError.
 template <class T>
 T* checked(const py::array& a, const char* name, index_t rows, index_t cols, bool writeable, const std::string& why) {
-    if (!is_dtype<T>(a))
+    if (!is_dtype<T>(a, kOp, name))
         value_error(std::string(kOp) + ": " + name + " has dtype " + std::string(py::str(a.dtype())) + ", expected " +
                     std::string(py::str(py::dtype::of<T>())) + " (the dtype of gates)");
     if (a.ndim() != 2 || a.shape(0) != rows || a.shape(1) != cols)
@@ -189,8 +189,8 @@ void backward(const py::array& gates_a, const py::array& c_a, const py::object& 
 
 // float32 or float64, from gates; anything else is a ValueError (as for every other bad argument here).
 bool is_f64(const py::array& gates) {
-    if (is_dtype<float>(gates)) return false;
-    if (is_dtype<double>(gates)) return true;
+    if (is_dtype<float>(gates, kOp, "gates")) return false;
+    if (is_dtype<double>(gates, kOp, "gates")) return true;
     value_error(std::string(kOp) + ": gates must be float32 or float64, got " + std::string(py::str(gates.dtype())));
 }
 

@@ -38,7 +38,8 @@ MT_ALWAYS_INLINE float exp_nonpos(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    const int32_t e = (bits<int32_t>(t) - bits<int32_t>(magic) + 127) << 23;  // the float 2^n
+    // the float 2^n; unsigned, since for a NaN x the exponent field is negative and shifting that is undefined
+    const uint32_t e = (bits<uint32_t>(t) - bits<uint32_t>(magic) + 127u) << 23;
     const float y = p * bits<float>(e);
     return x < lo ? 0.0f : y;
 }
@@ -55,7 +56,7 @@ MT_ALWAYS_INLINE double exp_nonpos(double x) {
     const double qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr + 2.27265548208155028766e-1) * rr +
                       2.00000000000000000009e0;
     const double p = 1.0 + 2.0 * px / (qx - px);
-    const int64_t e = (bits<int64_t>(t) - bits<int64_t>(magic) + 1023) << 52;
+    const uint64_t e = (bits<uint64_t>(t) - bits<uint64_t>(magic) + 1023u) << 52;
     const double y = p * bits<double>(e);
     return x < lo ? 0.0 : y;
 }
@@ -223,11 +224,12 @@ void softmax_rows(index_t r0, index_t r1, index_t n, const T* x, T* y, const T* 
             const T inv = T(1) / s;
             for (index_t j = 0; j < n; ++j) yr[j] *= inv;
         } else {
-            const T shift = m + std::log(s);
+            // (x - m) - log(s), not x - (m + log(s)): at |m| ~ 1e7 (float32) m + log(s) rounds log(s) away
+            const T log_s = std::log(s);
             if (!mr)
-                for (index_t j = 0; j < n; ++j) yr[j] = xr[j] - shift;
+                for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - m) - log_s;
             else
-                for (index_t j = 0; j < n; ++j) yr[j] = xr[j] + mr[j * ms] - shift;
+                for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] + mr[j * ms] - m) - log_s;
         }
     }
 }
@@ -253,21 +255,25 @@ void ln_forward_rows(index_t r0, index_t r1, index_t n, const T* x, const T* w, 
     for (index_t r = r0; r < r1; ++r) {
         const T* xr = x + r * n;
         T* yr = y + r * n;
-        const T mu = lane_sum<T>(n, [&](index_t j) { return load_lanes(xr + j); }, [&](index_t j) { return xr[j]; }) / T(n);
+        // Moments of x - k, k the row's first element: a constant row of 3e38 would overflow the plain sum
+        // (inf, then NaN), and a large common offset would cost the mean its precision. d = x - mu = x - k - dmu.
+        const T k = xr[0];
+        const T dmu = lane_sum<T>(n, [&](index_t j) { return load_lanes(xr + j) - k; }, [&](index_t j) { return xr[j] - k; }) / T(n);
         const T var = lane_sum<T>(
-                          n, [&](index_t j) { auto d = load_lanes(xr + j) - mu; return d * d; },
-                          [&](index_t j) { return (xr[j] - mu) * (xr[j] - mu); }) / T(n);
+                          n, [&](index_t j) { auto d = (load_lanes(xr + j) - k) - dmu; return d * d; },
+                          [&](index_t j) { return (xr[j] - k - dmu) * (xr[j] - k - dmu); }) / T(n);
         const T rs = T(1) / std::sqrt(var + eps);
+        const T mu = k + dmu;
         mean[r] = mu;
         rstd[r] = rs;
         if (w && b)
-            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rs * w[j] + b[j];
+            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - k - dmu) * rs * w[j] + b[j];
         else if (w)
-            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rs * w[j];
+            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - k - dmu) * rs * w[j];
         else if (b)
-            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rs + b[j];
+            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - k - dmu) * rs + b[j];
         else
-            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - mu) * rs;
+            for (index_t j = 0; j < n; ++j) yr[j] = (xr[j] - k - dmu) * rs;
     }
 }
 // dx for rows [r0, r1); and, when pw/pb are given, this chunk's partial sums of g * xhat and g.

@@ -1,7 +1,7 @@
 // softmax / log_softmax over the last dim, forward and backward, with an optional additive mask.
 //
 //   softmax:      y = exp(x + mask - m) / s,   m = max(x + mask), s = sum(exp(x + mask - m))
-//   log_softmax:  y = x + mask - m - log(s)
+//   log_softmax:  y = (x + mask - m) - log(s)   (m + log(s) first would round log(s) away when |m| is large)
 //   backward:     softmax  dx = y * (g - sum(g * y));   log_softmax  dx = g - exp(y) * sum(g)
 //
 // Subtracting the row max keeps exp from overflowing. A row whose every entry is masked (-inf) has no

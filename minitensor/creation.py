@@ -22,7 +22,8 @@ def _float_dtype(dtype, op):
 
 
 def tensor(data, dtype=None, requires_grad=False):
-    """A new tensor holding a copy of `data` (nested lists, numbers, numpy arrays or tensors)."""
+    """A new tensor holding a copy of `data` (nested lists, numbers, numpy arrays or tensors); an array in
+    non-native byte order is converted to native order."""
     return Tensor._from_data(data, dtype=dtype, requires_grad=requires_grad)
 
 
@@ -40,6 +41,9 @@ def from_numpy(array):
     """A tensor sharing memory with `array`: writes to one show in the other."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"from_numpy: expected a numpy.ndarray, got {type(array).__name__}")
+    if not array.dtype.isnative:  # sharing memory rules out converting it (as in PyTorch)
+        raise ValueError(f"from_numpy: the array has non-native byte order (dtype {array.dtype.str!r}); convert it "
+                         "first with array.astype(array.dtype.newbyteorder('=')), or use minitensor.tensor(array)")
     if array.dtype not in dtypes.SUPPORTED:
         raise TypeError(f"from_numpy: numpy dtype {array.dtype} is not supported")
     return Tensor._wrap(array)

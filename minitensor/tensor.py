@@ -15,11 +15,12 @@ from .autograd.function import AccumulateGrad, RemovableHandle
 
 def _as_array(data, dtype=None):
     """Array for `minitensor.tensor(data)`: Python floats become the default dtype, ints int64 (like PyTorch);
-    numpy arrays keep their dtype. Always a fresh copy."""
+    numpy arrays keep their dtype, in native byte order ('>f4' on a little-endian machine becomes float32: every
+    kernel reads native order, and a copy is made anyway). Always a fresh copy."""
     if isinstance(data, Tensor):
         arr = data._data
     elif isinstance(data, np.ndarray):
-        arr = data
+        arr = data if data.dtype.isnative else data.astype(data.dtype.newbyteorder("="))
     else:
         if isinstance(data, (list, tuple)) and any(isinstance(x, Tensor) for x in _flat(data)):
             data = _nested_tensors_to_lists(data)

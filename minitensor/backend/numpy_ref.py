@@ -57,20 +57,30 @@ def gemm(a, b, c, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
 
 
 def gelu(x, approximate="none"):
-    """x * Phi(x), Phi the standard normal CDF (or its tanh approximation)."""
-    if approximate == "tanh":
-        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
-    return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+    """x * Phi(x), Phi the standard normal CDF (or its tanh approximation). Where Phi(x) (or 1 + tanh) is 0 the
+    result is the limit -0, not -inf * 0: gelu(-inf) = -0, gelu(inf) = inf."""
+    # x^3 (tanh form) overflows to inf for |x| > ~1e13, the right limit; inf * 0 is replaced below
+    with np.errstate(over="ignore", invalid="ignore"):
+        if approximate == "tanh":
+            u = 1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))
+        else:
+            u = 1 + erf(x / math.sqrt(2))
+        return np.where(u == 0, -0.0, 0.5 * x * u).astype(x.dtype, copy=False)
 
 
 def gelu_backward(x, g, approximate="none"):
-    """g * d/dx gelu(x): Phi(x) + x * phi(x) (phi the normal density), or the tanh form's derivative."""
-    if approximate == "tanh":
-        k = math.sqrt(2 / math.pi)
-        t = np.tanh(k * (x + 0.044715 * x ** 3))
-        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x))
-    cdf = 0.5 * (1 + erf(x / math.sqrt(2)))
-    return g * (cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
+    """g * d/dx gelu(x): Phi(x) + x * phi(x) (phi the normal density), or the tanh form's derivative. The term
+    with x is 0 where its other factor is (so gelu'(inf) = 1, gelu'(-inf) = 0, not inf * 0)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        if approximate == "tanh":
+            k = math.sqrt(2 / math.pi)
+            t = np.tanh(k * (x + 0.044715 * x ** 3))
+            s = 1 - t * t  # tanh'
+            slope = 0.5 * x * s * k * (1 + 3 * 0.044715 * x * x)
+            return g * (0.5 * (1 + t) + np.where(s == 0, 0, slope).astype(x.dtype, copy=False))
+        cdf = 0.5 * (1 + erf(x / math.sqrt(2)))
+        pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        return g * (cdf + np.where(pdf == 0, 0, x * pdf).astype(x.dtype, copy=False))
 
 
 def _masked(x, mask):
@@ -110,10 +120,15 @@ def log_softmax_backward(y, g):
 def layer_norm(x, weight, bias, eps):
     """Normalise each row of x (..., N) to zero mean and unit variance, then scale and shift.
     Returns (y, mean, rstd) with mean and rstd of shape x.shape[:-1] (rstd = 1/sqrt(var + eps))."""
-    mean = x.mean(axis=-1)
-    var = ((x - mean[..., None]) ** 2).mean(axis=-1)
+    # moments of x - k, k each row's first element: the plain mean of a constant row of 3e38 overflows (then NaN)
+    k = x[..., :1] if x.shape[-1] else np.zeros(x.shape[:-1] + (1,), x.dtype)
+    d = x - k
+    dmean = d.mean(axis=-1, keepdims=True)
+    centered = d - dmean
+    mean = (k + dmean)[..., 0]
+    var = (centered ** 2).mean(axis=-1)
     rstd = 1.0 / np.sqrt(var + eps)
-    y = (x - mean[..., None]) * rstd[..., None]
+    y = centered * rstd[..., None]
     if weight is not None:
         y = y * weight
     if bias is not None:

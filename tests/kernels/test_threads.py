@@ -114,7 +114,7 @@ def _isa_in_subprocess(value):
                           env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_minitensor_isa_caps_the_path_and_rejects_unknown_values(C):
+def test_minitensor_isa_caps_the_path(C):
     supported = C.info()["isa_supported"]
     for isa in supported:
         out = _isa_in_subprocess(isa)
@@ -122,8 +122,7 @@ def test_minitensor_isa_caps_the_path_and_rejects_unknown_values(C):
     if "avx512" not in supported:  # a cap above what the CPU has never raises the path
         out = _isa_in_subprocess("avx512")
         assert out.stdout.split() == [supported[-1]], out.stderr
-    out = _isa_in_subprocess("avx1024")
-    assert out.returncode != 0 and "MINITENSOR_ISA='avx1024': expected 'scalar', 'avx2' or 'avx512'" in out.stderr
+    # an unknown value: test_boundary.py::test_a_bad_environment_variable_stops_every_kernel_until_set_backend
 
 
 def test_kernels_flush_subnormals_and_leave_the_callers_mode_alone(C):
@@ -155,5 +154,4 @@ def test_minitensor_malloc_setting(C):
     assert out.returncode == 0 and out.stdout.split() == ["retain" if glibc else "default"], out.stderr
     out = run("default")
     assert out.returncode == 0 and out.stdout.split() == ["default"], out.stderr
-    out = run("forever")
-    assert out.returncode != 0 and "MINITENSOR_MALLOC='forever': expected 'retain'" in out.stderr
+    # an unknown value: test_boundary.py::test_a_bad_environment_variable_stops_every_kernel_until_set_backend
