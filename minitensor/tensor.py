@@ -360,14 +360,7 @@ class Tensor:
         """to(dtype), to(device[, dtype]), to(other) (other's dtype), to(device=..., dtype=...): a cast
         (differentiable), or self when nothing changes (a copy with copy=True). minitensor runs on the CPU only:
         any other device is an error."""
-        for a in args:
-            if isinstance(a, Tensor):
-                dtype = a.dtype
-            elif _is_device(a):
-                device = a
-            else:
-                dtype = a
-        check_device(device, "to()")
+        dtype = to_args(args, dtype, device, "to()")
         if dtype is not None:
             try:
                 dtype = dtypes.to_dtype(dtype)
@@ -868,6 +861,20 @@ def check_device(device, op):
         raise ValueError(f"{op}: expected a device such as 'cpu', got {device!r}")
     if name.split(":")[0] != "cpu":
         raise ValueError(f"{op}: minitensor runs on the CPU only, got device {name!r}")
+
+
+def to_args(args, dtype, device, op):
+    """The dtype asked for by `to(*args, dtype=, device=)` (of a Tensor or a Module): the positional arguments are
+    dtypes, devices or a tensor (its dtype) in any order; a device other than the CPU is an error."""
+    for a in args:
+        if isinstance(a, Tensor):
+            dtype = a.dtype
+        elif _is_device(a):
+            device = a
+        else:
+            dtype = a
+    check_device(device, op)
+    return dtype
 
 
 def _rebuild(data, requires_grad):

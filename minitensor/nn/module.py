@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import dtypes
 from ..autograd.grad_mode import no_grad
-from ..tensor import Tensor, _is_device, check_device
+from ..tensor import Tensor, to_args
 from .parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
@@ -222,14 +222,7 @@ class Module:
     def to(self, *args, dtype=None, device=None, non_blocking=False):
         """to(dtype), to(device[, dtype]), to(tensor) (its dtype): converts floating parameters and buffers in place.
         minitensor runs on the CPU only: any device but 'cpu' is an error."""
-        for a in args:
-            if isinstance(a, Tensor):
-                dtype = a.dtype
-            elif _is_device(a):
-                device = a
-            else:
-                dtype = a
-        check_device(device, "Module.to")
+        dtype = to_args(args, dtype, device, "Module.to")
         if dtype is None:
             return self
         dt = dtypes.to_dtype(dtype)
