@@ -1,11 +1,19 @@
 // minitensor._C: the pybind11 module. The kernels live in their own files; this file detects the ISA and
-// binds everything. The only global state is OpenMP's thread count (set_num_threads / OMP_NUM_THREADS).
+// binds everything. The only global state is OpenMP's thread count (set_num_threads / OMP_NUM_THREADS) and whether
+// this process is a fork()ed child (kernels then run on one thread: see in_forked_child in common.h).
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include "common.h"
 
 #ifdef __GLIBC__
 #include <malloc.h>
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define MT_HAVE_ATFORK 1
+#else
+#define MT_HAVE_ATFORK 0
 #endif
 #include "gemm.h"
 
@@ -73,7 +81,23 @@ static bool tune_malloc() {
 #endif
 }
 
+#if MT_HAVE_ATFORK
+// Runs in the child inside fork(), before fork() returns there (only async-signal-safe work would be strictly
+// allowed; glibc has already reset malloc's locks by then, and omp_set_num_threads only stores the count).
+static void single_thread_after_fork() {
+    mt::in_forked_child() = true;
+#ifdef _OPENMP
+    omp_set_num_threads(1);  // the forking thread's own count: OpenMP code outside minitensor also stays serial
+#endif
+}
+#endif
+
 PYBIND11_MODULE(_C, m) {
+#if MT_HAVE_ATFORK
+    // A module initialises once per process, so the handler is registered once; a child forked before _C was
+    // loaded has no handler, and needs none (minitensor started no OpenMP threads there).
+    pthread_atfork(nullptr, nullptr, single_thread_after_fork);
+#endif
     using namespace mt;
     m.doc() = "minitensor's C++ kernels: GEMM, softmax, layer_norm, im2col/col2im/conv2d, erf/gelu, the fused LSTM cell";
     m.def("info", []() {
@@ -93,6 +117,13 @@ PYBIND11_MODULE(_C, m) {
     });
     m.def("set_num_threads", [](int n) {
         if (n < 1) value_error("set_num_threads: expected a positive thread count, got " + std::to_string(n));
+        // An error rather than a warning: the caller asked for parallel kernels and cannot have them here, and
+        // a count that get_num_threads() would not report back is a silent surprise (a hang, before this check).
+        if (n > 1 && in_forked_child())
+            throw std::runtime_error("set_num_threads(" + std::to_string(n) +
+                                     "): this process is a fork() child of one that loaded minitensor, and OpenMP's "
+                                     "thread pool does not survive fork(), so kernels here run on 1 thread; start "
+                                     "worker processes with the 'spawn' or 'forkserver' method to use more threads");
 #ifdef _OPENMP
         omp_set_num_threads(n);
 #endif

@@ -48,7 +48,17 @@ Isa detected_isa();                  // the path the kernels take: cpu_isa(), ca
 const char* isa_name(Isa isa);
 
 // ---------------------------------------------------------------------------------------------- threads
+// True in a child made by fork() of a process that had loaded _C (set by the pthread_atfork handler in
+// bindings.cpp). libgomp is not fork-safe: its pool threads are not copied into the child, and the child's first
+// parallel region with more than one thread waits for them forever. A child therefore runs every kernel on one
+// thread, whichever of its threads calls it (OpenMP's thread count is per thread; this flag is process-wide).
+inline bool& in_forked_child() {
+    static bool forked = false;
+    return forked;
+}
+
 inline int max_threads() {
+    if (in_forked_child()) return 1;
 #ifdef _OPENMP
     return omp_get_max_threads();
 #else

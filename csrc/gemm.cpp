@@ -493,6 +493,9 @@ void register_gemm(py::module_& m) {
         [](const std::string& dtype, const py::object& isa, int threads) {
             const Isa chosen = parse_isa(isa);
             if (dtype != "float32" && dtype != "float64") value_error("peak_gflops: dtype must be 'float32' or 'float64'");
+            if (threads > 1 && in_forked_child())  // OpenMP's pool does not survive fork(): see common.h
+                throw std::runtime_error("peak_gflops: threads=" + std::to_string(threads) +
+                                         " in a fork() child of a process that loaded minitensor; only 1 works here");
             py::gil_scoped_release release;
             return peak_gflops(dtype == "float64", chosen, std::max(threads, 1));
         },
