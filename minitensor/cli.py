@@ -10,6 +10,8 @@ import math
 import os
 import sys
 
+from .backend import _available_cores  # the cores in this process's affinity mask (the library's cap too)
+
 
 def _demo(args):
     """A few autograd steps: fit y = 3x - 1 with a weight and a bias, printing the loss as it falls."""
@@ -88,13 +90,6 @@ def _non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an int of at least 0, got {text!r}")
     return value
-
-
-def _available_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _set_threads(args):
@@ -355,8 +350,7 @@ def _environment_error():
     """The message of an invalid MINITENSOR_* variable, recorded when minitensor was imported (None if valid)."""
     from . import backend
 
-    check = getattr(backend, "environment_error", None)
-    return check() if check is not None else None
+    return backend.environment_error()
 
 
 # What bad input raises, by the project's rules: ValueError for a wrong value (the library's checks, a checkpoint
